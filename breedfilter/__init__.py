@@ -1,0 +1,1 @@
+"""breedfilter: the command line and the local twin of the cloud stack (see README.md)."""

@@ -1,0 +1,190 @@
+"""A local SageMaker endpoint: the container contract and the runtime path boto3 calls.
+
+- ``GET /ping``; ``POST /invocations``: what a SageMaker inference container serves (raw 4xx/5xx).
+- ``POST /endpoints/{name}/invocations``: what sagemaker-runtime's InvokeEndpoint reaches. A container error
+  is wrapped as SageMaker does (424 ``ModelError`` with ``OriginalStatusCode``/``OriginalMessage``), an unknown
+  endpoint is a ``ValidationError``, and ``Throttled`` becomes a 429 ``ThrottlingException``.
+Point boto3 at it with ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=http://127.0.0.1:PORT``.
+
+    python -m breedfilter.endpoint_server --port 8080     # serves the stand-in colour model
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import threading
+from collections.abc import Callable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+CONTENT_TYPES = frozenset(
+    {"image/jpeg", "image/png", "image/webp", "application/x-image", "application/octet-stream"}
+)
+MAX_BODY_BYTES = 6 * 1024 * 1024  # SageMaker real-time InvokeEndpoint's payload limit
+_RUNTIME_PATH = re.compile(r"^/endpoints/(?P<name>[^/]+)/invocations$")
+
+Predictor = Callable[[bytes, str], dict[str, Any]]
+
+
+class BadInput(Exception):
+    """The input cannot be classified: the model answers 4xx with a JSON reason."""
+
+    def __init__(self, reason: str, status: int = 400):
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+class Throttled(Exception):
+    """The endpoint is over capacity: sagemaker-runtime answers ThrottlingException."""
+
+
+class ModelFailure(Exception):
+    """The model failed (a 5xx from the container, wrapped as ModelError by sagemaker-runtime)."""
+
+    def __init__(self, reason: str, status: int = 500):
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+class EndpointServer:
+    """Serves ``predictor`` on 127.0.0.1 in a background thread; ``with EndpointServer(...) as server``."""
+
+    def __init__(self, predictor: Predictor, endpoint_name: str, host: str = "127.0.0.1", port: int = 0):
+        self.predictor = predictor
+        self.endpoint_name = endpoint_name
+        self._httpd = ThreadingHTTPServer((host, port), _handler_for(self))
+        self._httpd.daemon_threads = True
+        self._httpd.block_on_close = False
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> EndpointServer:
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="endpoint-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> EndpointServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def invoke_container(self, body: bytes, content_type: str) -> tuple[int, dict[str, Any]]:
+        """What the container answers: (status, JSON body)."""
+        media_type = content_type.split(";")[0].strip().lower()
+        if media_type not in CONTENT_TYPES:
+            return 415, {"error": f"unsupported content type {content_type!r}; send one of {sorted(CONTENT_TYPES)}"}
+        if not body:
+            return 400, {"error": "empty request body"}
+        if len(body) > MAX_BODY_BYTES:
+            return 413, {"error": f"body of {len(body)} bytes exceeds {MAX_BODY_BYTES}"}
+        try:
+            return 200, self.predictor(body, media_type)
+        except (BadInput, ModelFailure) as exc:
+            return exc.status, {"error": exc.reason}
+
+
+def _handler_for(server: EndpointServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet: tests and the demo print summaries
+            return
+
+        def do_GET(self) -> None:
+            if self.path == "/ping":
+                self._send(200, {"status": "healthy", "endpoint": server.endpoint_name})
+            else:
+                self._send(404, {"error": f"no route {self.path}"})
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            content_type = self.headers.get("Content-Type", "application/octet-stream")
+            if self.path == "/invocations":
+                try:
+                    status, answer = server.invoke_container(body, content_type)
+                except Throttled:
+                    status, answer = 429, {"error": "throttled"}
+                except Exception as exc:
+                    status, answer = 500, {"error": f"model failure: {exc}"}
+                self._send(status, answer)
+                return
+            match = _RUNTIME_PATH.match(self.path)
+            if not match:
+                self._send(404, {"error": f"no route {self.path}"})
+                return
+            self._runtime_invoke(match["name"], body, content_type)
+
+        def _runtime_invoke(self, name: str, body: bytes, content_type: str) -> None:
+            if name != server.endpoint_name:
+                self._aws_error(400, "ValidationError", f"Endpoint {name} of account 123456789012 not found.")
+                return
+            try:
+                status, answer = server.invoke_container(body, content_type)
+            except Throttled:
+                self._aws_error(429, "ThrottlingException", "Rate exceeded")
+                return
+            except Exception as exc:
+                status, answer = 500, {"error": f"model failure: {exc}"}
+            if status == 200:
+                self._send(200, answer, {"x-Amzn-Invoked-Production-Variant": "AllTraffic"})
+                return
+            side = "client" if status < 500 else "server"
+            original = json.dumps(answer)
+            self._aws_error(
+                HTTPStatus.FAILED_DEPENDENCY,
+                "ModelError",
+                f'Received {side} error ({status}) from primary with message "{original}".',
+                OriginalStatusCode=status,
+                OriginalMessage=original,
+                LogStreamArn=f"arn:aws:logs:local:123456789012:log-group:/aws/sagemaker/Endpoints/{name}",
+            )
+
+        def _aws_error(self, status: int, code: str, message: str, **fields: Any) -> None:
+            self._send(status, {"message": message, **fields}, {"x-amzn-ErrorType": f"{code}:"})
+
+        def _send(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+    return Handler
+
+
+def main() -> None:
+    from breedfilter.stand_in_model import ColourModel
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--endpoint-name", default="breedfilter-classifier")
+    args = parser.parse_args()
+    server = EndpointServer(ColourModel(), args.endpoint_name, port=args.port)
+    print(f"serving {args.endpoint_name} at {server.url} (Ctrl-C stops)", flush=True)
+    try:
+        server._httpd.serve_forever()
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""A local AWS on 127.0.0.1: moto's server with the stack's buckets, queues and tables.
+
+The inbox bucket notifies the inbox queue (as in template.yaml), the queue redrives to its dead-letter
+queue after ``max_receive_count`` receives, and the tables have template.yaml's keys and indexes
+(read from the template by ``breedfilter.template``, so local and cloud cannot drift).
+
+    python -m breedfilter.local_aws      # starts it, provisions, prints the environment, waits for Ctrl-C
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from moto.server import ThreadedMotoServer
+
+from breedfilter.template import StackTemplate
+
+REGION = "us-east-1"
+FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
+
+
+@dataclass(frozen=True)
+class StackNames:
+    """Local names for the stack's resources (the deployed stack's come from its outputs)."""
+
+    inbox_bucket: str = "breedfilter-inbox-local"
+    sorted_bucket: str = "breedfilter-sorted-local"
+    inbox_queue: str = "breedfilter-inbox"
+    dead_letter_queue: str = "breedfilter-inbox-dlq"
+    results_table: str = "breedfilter-results"
+    idempotency_table: str = "breedfilter-idempotency"
+    endpoint_name: str = "breedfilter-classifier"
+    function_name: str = "breedfilter-router"
+
+
+@dataclass(frozen=True)
+class Stack:
+    names: StackNames
+    queue_url: str
+    queue_arn: str
+    dlq_url: str
+    visibility_timeout: int
+    max_receive_count: int
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def aws_environment(moto_url: str, endpoint_url: str | None = None) -> dict[str, str]:
+    """Fake credentials and local endpoints: everything boto3 needs to never reach AWS."""
+    env = {**FAKE_CREDENTIALS, "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION, "AWS_ENDPOINT_URL": moto_url}
+    if endpoint_url:
+        env["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] = endpoint_url
+    return env
+
+
+class LocalAws:
+    """moto's server on a free loopback port; ``with LocalAws() as aws: aws.provision()``."""
+
+    def __init__(self, port: int | None = None):
+        self.port = port or free_port()
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> LocalAws:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def __enter__(self) -> LocalAws:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def reset(self) -> None:
+        """Forget every resource (moto's reset API), for a clean slate between tests."""
+        request = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - loopback URL we built
+            pass
+
+    def client(self, service: str) -> Any:
+        return boto3.client(
+            service,
+            endpoint_url=self.url,
+            region_name=REGION,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",  # noqa: S106 - moto's fake credentials
+        )
+
+    def provision(
+        self,
+        names: StackNames | None = None,
+        *,
+        template: StackTemplate | None = None,
+        versioned_inbox: bool | None = None,
+        max_receive_count: int | None = None,
+        visibility_timeout: int = 30,
+    ) -> Stack:
+        """Create the stack's resources. Settings default to template.yaml's parameter defaults.
+
+        ``visibility_timeout`` is short locally (the poller's retry delay governs redelivery anyway).
+        """
+        names = names or StackNames()
+        template = template or StackTemplate.load()
+        if versioned_inbox is None:
+            versioned_inbox = template.parameter_default("EnableInboxVersioning") == "true"
+        if max_receive_count is None:
+            max_receive_count = int(template.parameter_default("MaxReceiveCount"))
+        s3, sqs, dynamodb = self.client("s3"), self.client("sqs"), self.client("dynamodb")
+
+        dlq_url = sqs.create_queue(QueueName=names.dead_letter_queue)["QueueUrl"]
+        dlq_arn = _queue_arn(sqs, dlq_url)
+        redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}
+        queue_url = sqs.create_queue(
+            QueueName=names.inbox_queue,
+            Attributes={"VisibilityTimeout": str(visibility_timeout), "RedrivePolicy": json.dumps(redrive)},
+        )["QueueUrl"]
+        queue_arn = _queue_arn(sqs, queue_url)
+
+        for bucket in (names.inbox_bucket, names.sorted_bucket):
+            s3.create_bucket(Bucket=bucket)
+        if versioned_inbox:
+            s3.put_bucket_versioning(Bucket=names.inbox_bucket, VersioningConfiguration={"Status": "Enabled"})
+        s3.put_bucket_notification_configuration(
+            Bucket=names.inbox_bucket,
+            NotificationConfiguration={"QueueConfigurations": [{"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*"]}]},
+        )
+        _drain_test_event(sqs, queue_url)
+
+        for logical_id, table_name in (
+            ("ResultsTable", names.results_table),
+            ("IdempotencyTable", names.idempotency_table),
+        ):
+            dynamodb.create_table(TableName=table_name, **template.table_definition(logical_id))
+        return Stack(names, queue_url, queue_arn, dlq_url, visibility_timeout, max_receive_count)
+
+
+def router_environment(stack: Stack, template: StackTemplate | None = None, **overrides: str) -> dict[str, str]:
+    """The router's environment as template.yaml declares it, with local names filled in."""
+    template = template or StackTemplate.load()
+    names = stack.names
+    env = template.function_environment(
+        "RouterFunction",
+        resources={
+            "SortedBucket": names.sorted_bucket,
+            "InboxBucket": names.inbox_bucket,
+            "ResultsTable": names.results_table,
+            "IdempotencyTable": names.idempotency_table,
+            "ClassifierEndpoint": names.endpoint_name,
+        },
+    )
+    env["AWS_LAMBDA_FUNCTION_NAME"] = names.function_name
+    env["ENDPOINT_NAME"] = names.endpoint_name  # the template names no endpoint without an artifact
+    env.update(overrides)
+    return env
+
+
+def _queue_arn(sqs: Any, url: str) -> str:
+    return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+
+def _drain_test_event(sqs: Any, queue_url: str) -> None:
+    """S3 sends an ``s3:TestEvent`` when notifications are configured; the router would skip it anyway."""
+    for message in sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", []):
+        if '"s3:TestEvent"' in message["Body"]:
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def main() -> None:
+    import time
+
+    with LocalAws() as aws:
+        stack = aws.provision()
+        env = {**aws_environment(aws.url), **router_environment(stack)}
+        for key, value in sorted(env.items()):
+            print(f"export {key}={value}")
+        print(f"# local AWS at {aws.url}; Ctrl-C stops it", flush=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    os.environ.update(FAKE_CREDENTIALS)
+    main()

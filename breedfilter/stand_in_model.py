@@ -1,0 +1,56 @@
+"""A stand-in model for the endpoint until a trained artifact is served: it names an image's dominant colour.
+
+It decodes with Pillow exactly as a real model must (bad bytes and truncated files are a 4xx), so the router,
+the endpoint contract and the tests exercise real decoding; only the "classifier" is trivial. The demo's
+generated images are coloured so that its accuracy figure means something. Issue "local twin" replaces it
+with ``training/inference.py`` serving a trained ``model.tar.gz``.
+
+    python -m breedfilter.stand_in_model IMAGE...     # prints each image's prediction
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageStat, UnidentifiedImageError
+
+from breedfilter.endpoint_server import BadInput
+
+LABELS = ("red", "green", "blue")
+MODEL = {"name": "stand-in-colour", "version": "0"}
+
+
+class ColourModel:
+    """``predict(body, content_type)`` -> the endpoint contract's answer; ``BadInput`` for undecodable bytes."""
+
+    def __init__(self, top_k: int = 3, sharpness: float = 12.0):
+        self.top_k = top_k
+        self.sharpness = sharpness
+
+    def __call__(self, body: bytes, content_type: str) -> dict[str, Any]:
+        try:
+            with Image.open(io.BytesIO(body)) as image:
+                image.draft("RGB", (64, 64))
+                small = image.convert("RGB").resize((16, 16))
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise BadInput(f"cannot decode image: {exc}") from None
+        means = [channel / 255.0 for channel in ImageStat.Stat(small).mean]
+        exps = [math.exp(self.sharpness * m) for m in means]
+        total = sum(exps)
+        ranked = sorted(
+            ({"label": LABELS[i], "index": i, "probability": exps[i] / total} for i in range(3)),
+            key=lambda p: p["probability"],
+            reverse=True,
+        )
+        return {"predictions": ranked[: self.top_k], "model": dict(MODEL)}
+
+
+if __name__ == "__main__":
+    model = ColourModel()
+    for name in sys.argv[1:]:
+        print(name, json.dumps(model(Path(name).read_bytes(), "application/x-image")))

@@ -1,0 +1,112 @@
+"""The router Lambda: SQS batches of S3 notifications in, each image routed to the sorted bucket.
+
+Handler ``app.lambda_handler`` (template.yaml). Also accepts a direct S3 -> Lambda event. Each SQS record
+succeeds or fails alone (``ReportBatchItemFailures``): a failed one returns to the queue, then the DLQ.
+
+    sam local invoke RouterFunction -e events/sqs-s3-put.json     # where Docker exists
+    make demo                                                    # the same handler, on the local twin
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from routing.endpoint import EndpointUnavailable
+from routing.events import (
+    PoisonMessage,
+    SourceObject,
+    is_direct_s3_event,
+    is_sqs_event,
+    parse_s3_records,
+    parse_sqs_body,
+)
+from routing.pipeline import RouteResult, Router
+from routing.settings import Settings
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+@lru_cache(maxsize=4)
+def router_for(settings: Settings) -> Router:
+    """One Router (clients, idempotency store) per configuration, reused across warm invocations."""
+    return Router(settings)
+
+
+@tracer.capture_method
+def route_source(router: Router, source: SourceObject) -> RouteResult:
+    logger.append_keys(source=source.source_id)
+    try:
+        result = router.route(source)
+    except IdempotencyAlreadyInProgressError:
+        logger.info("another invocation is routing this object; retrying later")
+        raise
+    except EndpointUnavailable as exc:
+        logger.warning("endpoint unavailable; the message returns to the queue", error=str(exc))
+        metrics.add_metric(name="EndpointUnavailable", unit=MetricUnit.Count, value=1)
+        raise
+    finally:
+        logger.remove_keys(["source"])
+    record_outcome(result)
+    return result
+
+
+def record_outcome(result: RouteResult) -> None:
+    item = result.item
+    if result.outcome != "routed" or item is None:
+        logger.info("nothing to route", outcome=result.outcome)
+        metrics.add_metric(name=f"Skipped_{result.outcome}", unit=MetricUnit.Count, value=1)
+        return
+    logger.info(
+        "routed",
+        status=item["status"],
+        label=item.get("label") or item.get("top_label"),
+        reason=item.get("reason"),
+        destination=f"s3://{item['destination_bucket']}/{item['destination_key']}",
+    )
+    with single_metric(
+        name="ImagesRouted", unit=MetricUnit.Count, value=1, default_dimensions=metrics.default_dimensions
+    ) as metric:
+        metric.add_dimension(name="status", value=item["status"])
+        metric.add_dimension(name="label", value=str(item.get("label") or item.get("reason") or "none"))
+    if "endpoint_latency_ms" in item:
+        metrics.add_metric(name="EndpointLatency", unit=MetricUnit.Milliseconds, value=float(item["endpoint_latency_ms"]))
+
+
+def handle_sqs_record(record: SQSRecord) -> list[str]:
+    router = router_for(Settings.from_env())
+    logger.append_keys(sqs_message_id=record.message_id)
+    try:
+        sources = parse_sqs_body(record.body)
+    except PoisonMessage as exc:
+        logger.error("unreadable message; it will reach the dead-letter queue", error=str(exc))
+        raise
+    return [route_source(router, source).outcome for source in sources]
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics(capture_cold_start_metric=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    router = router_for(Settings.from_env())  # fails the whole batch, loudly, on a bad configuration
+    router.idempotency_config.register_lambda_context(context)
+    if is_sqs_event(event):
+        return process_partial_response(
+            event=event, record_handler=handle_sqs_record, processor=processor, context=context
+        )
+    if is_direct_s3_event(event):  # S3 -> Lambda directly: failures raise, Lambda's async retries apply
+        outcomes = [route_source(router, s).outcome for s in parse_s3_records(event["Records"])]
+        return {"outcomes": outcomes}
+    if event.get("Event") == "s3:TestEvent":
+        return {"outcomes": []}
+    raise PoisonMessage(f"unrecognised event with keys {sorted(event)[:10]}")

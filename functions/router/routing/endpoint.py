@@ -1,0 +1,127 @@
+"""Call the SageMaker endpoint and classify its failures.
+
+Throttling, 5xx and timeouts are retried by botocore (standard mode) inside one call; what is still failing
+afterwards raises ``EndpointUnavailable`` and the message goes back to the queue. A model's 4xx (SageMaker
+wraps it in ``ModelError`` with ``OriginalStatusCode``) means the input is bad: ``EndpointRejected``, which
+the router turns into a ``rejected/`` decision, never a retry.
+
+    python -m routing.endpoint ENDPOINT_NAME IMAGE     # from functions/router: prints the answer
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+
+class EndpointRejected(Exception):
+    """The model refused the input (a 4xx): bad input, a decision rather than a retry."""
+
+    def __init__(self, status: int, reason: str):
+        super().__init__(f"endpoint rejected the input ({status}): {reason}")
+        self.status = status
+        self.reason = reason
+
+
+class EndpointUnavailable(Exception):
+    """Throttled, timed out, 5xx, not in service, or an answer outside the contract: retry later."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    predictions: list[dict[str, Any]]  # [{"label", "index", "probability"}...] best first
+    model: dict[str, str]  # {"name", "version"}
+    latency_ms: float
+
+
+def make_client(timeout_seconds: float, max_attempts: int) -> Any:
+    """A sagemaker-runtime client; ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`` points it at a local server."""
+    config = Config(
+        connect_timeout=min(5.0, timeout_seconds),
+        read_timeout=timeout_seconds,
+        retries={"mode": "standard", "max_attempts": max_attempts},
+    )
+    return boto3.client("sagemaker-runtime", config=config)
+
+
+class EndpointClient:
+    def __init__(self, client: Any, endpoint_name: str):
+        self._client = client
+        self.endpoint_name = endpoint_name
+
+    def classify(self, body: bytes, content_type: str) -> Prediction:
+        started = time.perf_counter()
+        try:
+            response = self._client.invoke_endpoint(
+                EndpointName=self.endpoint_name, Body=body, ContentType=content_type, Accept="application/json"
+            )
+            payload = response["Body"].read()
+        except ClientError as exc:
+            raise _classify_client_error(exc) from exc
+        except BotoCoreError as exc:  # timeouts and connection errors, after botocore's own retries
+            raise EndpointUnavailable(f"endpoint {self.endpoint_name!r} unreachable: {exc}") from exc
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        return parse_answer(payload, latency_ms)
+
+
+def _classify_client_error(exc: ClientError) -> Exception:
+    error = exc.response.get("Error", {})
+    code = error.get("Code", "")
+    if code == "ModelError":
+        status = int(exc.response.get("OriginalStatusCode") or 0)
+        original = exc.response.get("OriginalMessage") or error.get("Message", "")
+        if 400 <= status < 500 and status not in (408, 429):
+            return EndpointRejected(status, _reason_from(original))
+        return EndpointUnavailable(f"model answered {status or 'an error'}: {original}")
+    return EndpointUnavailable(f"{code or 'error'} from InvokeEndpoint: {error.get('Message', exc)}")
+
+
+def _reason_from(original: str) -> str:
+    """The model's JSON ``{"error": ...}``/``{"reason": ...}`` body, or the text as it came."""
+    try:
+        parsed = json.loads(original)
+    except (TypeError, ValueError):
+        return original.strip()[:500]
+    if isinstance(parsed, dict):
+        for field in ("reason", "error", "message"):
+            if parsed.get(field):
+                return str(parsed[field])[:500]
+    return original.strip()[:500]
+
+
+def parse_answer(payload: bytes, latency_ms: float) -> Prediction:
+    try:
+        answer = json.loads(payload)
+        predictions = answer["predictions"]
+        ranked = sorted(
+            (
+                {"label": str(p["label"]), "index": int(p["index"]), "probability": float(p["probability"])}
+                for p in predictions
+            ),
+            key=lambda p: p["probability"],
+            reverse=True,
+        )
+        model = answer.get("model") or {}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise EndpointUnavailable(f"endpoint answer outside the contract: {exc!r}: {payload[:200]!r}") from exc
+    if not ranked:
+        raise EndpointUnavailable("endpoint answered with no predictions")
+    return Prediction(
+        predictions=ranked,
+        model={"name": str(model.get("name", "unknown")), "version": str(model.get("version", "unknown"))},
+        latency_ms=latency_ms,
+    )
+
+
+if __name__ == "__main__":
+    name, image = sys.argv[1], Path(sys.argv[2])
+    answer = EndpointClient(make_client(20.0, 3), name).classify(image.read_bytes(), "application/x-image")
+    print(json.dumps(answer.__dict__, indent=2))

@@ -1,0 +1,77 @@
+"""Router settings, read from the environment that template.yaml gives the function.
+
+    python -c "import routing.settings as s; print(s.Settings.from_env())"   # from functions/router
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+DEFAULT_MAX_IMAGE_BYTES = 4 * 1024 * 1024  # SageMaker serverless payloads cap at 4 MB, real-time at 6 MB
+
+
+class ConfigError(RuntimeError):
+    """The function's environment is missing a setting or has a bad value."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    sorted_bucket: str
+    results_table: str
+    idempotency_table: str
+    endpoint_name: str
+    confidence_threshold: float = 0.6
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    top_k: int = 3
+    endpoint_timeout_seconds: float = 10.0
+    endpoint_max_attempts: int = 3
+    idempotency_ttl_seconds: int = 86_400
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        required = {
+            "sorted_bucket": "SORTED_BUCKET",
+            "results_table": "RESULTS_TABLE",
+            "idempotency_table": "IDEMPOTENCY_TABLE",
+            "endpoint_name": "ENDPOINT_NAME",
+        }
+        missing = [var for var in required.values() if not env.get(var)]
+        if missing:
+            raise ConfigError(
+                f"router is missing environment variable(s) {', '.join(missing)}; "
+                "template.yaml sets them on the deployed function and the local twin sets them locally"
+            )
+        values: dict[str, object] = {field: env[var] for field, var in required.items()}
+        optional = {
+            "confidence_threshold": ("CONFIDENCE_THRESHOLD", float),
+            "max_image_bytes": ("MAX_IMAGE_BYTES", int),
+            "top_k": ("TOP_K", int),
+            "endpoint_timeout_seconds": ("ENDPOINT_TIMEOUT_SECONDS", float),
+            "endpoint_max_attempts": ("ENDPOINT_MAX_ATTEMPTS", int),
+            "idempotency_ttl_seconds": ("IDEMPOTENCY_TTL_SECONDS", int),
+        }
+        for field, (var, kind) in optional.items():
+            raw = env.get(var, "").strip()
+            if raw:
+                try:
+                    values[field] = kind(raw)
+                except ValueError:
+                    raise ConfigError(f"{var}={raw!r} is not a valid {kind.__name__}") from None
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if not 0.0 <= self.confidence_threshold <= 1.0:
+            raise ConfigError(f"CONFIDENCE_THRESHOLD must be within [0, 1], got {self.confidence_threshold}")
+        if self.max_image_bytes <= 0:
+            raise ConfigError(f"MAX_IMAGE_BYTES must be positive, got {self.max_image_bytes}")
+        if self.top_k < 1:
+            raise ConfigError(f"TOP_K must be at least 1, got {self.top_k}")
+        if self.endpoint_timeout_seconds <= 0 or self.endpoint_max_attempts < 1:
+            raise ConfigError("ENDPOINT_TIMEOUT_SECONDS must be > 0 and ENDPOINT_MAX_ATTEMPTS >= 1")
+        if self.idempotency_ttl_seconds < 60:
+            raise ConfigError(f"IDEMPOTENCY_TTL_SECONDS must be at least 60, got {self.idempotency_ttl_seconds}")

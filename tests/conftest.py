@@ -1,0 +1,161 @@
+"""Fixtures: one moto server and one local endpoint server per session; a fresh stack per test.
+
+Nothing here reaches AWS: fake credentials, and every client points at 127.0.0.1 through AWS_ENDPOINT_URL*.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from breedfilter.endpoint_server import EndpointServer
+from breedfilter.lambda_runtime import LambdaContext, load_handler
+from breedfilter.local_aws import FAKE_CREDENTIALS, LocalAws, Stack, aws_environment, router_environment
+from breedfilter.sqs_poller import PollReport, SqsEventSource
+from breedfilter.stand_in_model import ColourModel
+from tests.endpoint_faults import ScriptedModel
+
+# No test may reach AWS, even one that forgets a fixture.
+os.environ.update(FAKE_CREDENTIALS)
+os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
+os.environ["POWERTOOLS_TRACE_DISABLED"] = "1"
+os.environ["POWERTOOLS_DEV"] = "0"
+
+
+@pytest.fixture(scope="session")
+def local_aws() -> Iterator[LocalAws]:
+    with LocalAws() as aws:
+        yield aws
+
+
+@pytest.fixture(scope="session")
+def model() -> ScriptedModel:
+    return ScriptedModel(ColourModel())
+
+
+@pytest.fixture(scope="session")
+def endpoint(model: ScriptedModel) -> Iterator[EndpointServer]:
+    with EndpointServer(model, "breedfilter-classifier") as server:
+        yield server
+
+
+@dataclass
+class Harness:
+    """The stack under test, with the router wired to it the way the local twin wires it."""
+
+    aws: LocalAws
+    stack: Stack
+    model: ScriptedModel
+    s3: Any
+    sqs: Any
+    dynamodb: Any
+    handler: Any
+    source: SqsEventSource
+
+    @property
+    def inbox(self) -> str:
+        return self.stack.names.inbox_bucket
+
+    @property
+    def sorted(self) -> str:
+        return self.stack.names.sorted_bucket
+
+    def put(self, key: str, body: bytes, **extra: Any) -> dict[str, Any]:
+        return self.s3.put_object(Bucket=self.inbox, Key=key, Body=body, **extra)
+
+    def drain(self, max_seconds: float = 30.0) -> PollReport:
+        return self.source.drain(max_seconds=max_seconds)
+
+    def keys(self, bucket: str) -> list[str]:
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        return sorted(obj["Key"] for page in pages for obj in page.get("Contents", []))
+
+    def inbox_versions(self) -> list[dict[str, Any]]:
+        listing = self.s3.list_object_versions(Bucket=self.inbox)
+        return listing.get("Versions", []) + listing.get("DeleteMarkers", [])
+
+    def items(self) -> list[dict[str, Any]]:
+        from boto3.dynamodb.types import TypeDeserializer
+
+        deserializer = TypeDeserializer()
+        rows = self.dynamodb.scan(TableName=self.stack.names.results_table, ConsistentRead=True)["Items"]
+        return [{k: deserializer.deserialize(v) for k, v in row.items()} for row in rows]
+
+    def item_for(self, key: str) -> dict[str, Any]:
+        found = [item for item in self.items() if item["source_key"] == key]
+        assert len(found) == 1, f"expected one item for {key!r}, found {len(found)}"
+        return found[0]
+
+    def queue_depth(self, url: str | None = None) -> int:
+        attributes = self.sqs.get_queue_attributes(
+            QueueUrl=url or self.stack.queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+    def receive_one(self) -> dict[str, Any]:
+        messages = self.sqs.receive_message(QueueUrl=self.stack.queue_url, MaxNumberOfMessages=1)["Messages"]
+        return messages[0]
+
+    def send_body(self, body: dict[str, Any] | str) -> None:
+        text = body if isinstance(body, str) else json.dumps(body)
+        self.sqs.send_message(QueueUrl=self.stack.queue_url, MessageBody=text)
+
+    def invoke(self, event: dict[str, Any]) -> Any:
+        return self.handler(event, LambdaContext())
+
+
+def build_harness(
+    local_aws: LocalAws,
+    endpoint: EndpointServer,
+    model: ScriptedModel,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    versioned_inbox: bool = True,
+    env: dict[str, str] | None = None,
+) -> Harness:
+    local_aws.reset()
+    model.reset()
+    stack = local_aws.provision(versioned_inbox=versioned_inbox, max_receive_count=3)
+    variables = {
+        **aws_environment(local_aws.url, endpoint.url),
+        **router_environment(stack),
+        "ENDPOINT_TIMEOUT_SECONDS": "1",
+        "ENDPOINT_MAX_ATTEMPTS": "3",
+        **(env or {}),
+    }
+    for key, value in variables.items():
+        monkeypatch.setenv(key, value)
+    handler = load_handler()
+    import app  # loaded by load_handler, as Lambda loads it
+
+    app.router_for.cache_clear()
+    sqs = local_aws.client("sqs")
+    return Harness(
+        aws=local_aws,
+        stack=stack,
+        model=model,
+        s3=local_aws.client("s3"),
+        sqs=sqs,
+        dynamodb=local_aws.client("dynamodb"),
+        handler=handler,
+        source=SqsEventSource(sqs, stack.queue_url, handler, batch_size=10),
+    )
+
+
+@pytest.fixture
+def harness(local_aws: LocalAws, endpoint: EndpointServer, model: ScriptedModel, monkeypatch: pytest.MonkeyPatch) -> Harness:
+    return build_harness(local_aws, endpoint, model, monkeypatch)
+
+
+@pytest.fixture
+def make_harness(local_aws: LocalAws, endpoint: EndpointServer, model: ScriptedModel, monkeypatch: pytest.MonkeyPatch):
+    def make(**kwargs: Any) -> Harness:
+        return build_harness(local_aws, endpoint, model, monkeypatch, **kwargs)
+
+    return make

@@ -1,0 +1,187 @@
+"""The router end to end on moto's server and a real local endpoint: upload -> S3 notification -> SQS ->
+the poller (Lambda's event source mapping) -> lambda_handler -> sorted bucket + results item + empty inbox.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.images import HEIC_HEADER, TEXT_AS_JPG, image_bytes, truncated_jpeg
+
+
+def test_confident_images_are_sorted_under_their_label(harness):
+    for colour in ("red", "green", "blue"):
+        harness.put(f"{colour}.jpg", image_bytes(colour))
+    report = harness.drain()
+    assert report.failed == 0 and report.succeeded == 3
+    assert harness.keys(harness.sorted) == ["blue/blue.jpg", "green/green.jpg", "red/red.jpg"]
+    assert harness.keys(harness.inbox) == []
+    assert harness.inbox_versions() == []  # the routed version itself is deleted, not hidden by a marker
+    item = harness.item_for("red.jpg")
+    assert item["status"] == "SORTED" and item["label"] == "red"
+    assert item["confidence"] > 0.6
+    assert [p["label"] for p in item["top_k"]][0] == "red" and len(item["top_k"]) == 3
+    assert item["destination_bucket"] == harness.sorted and item["destination_key"] == "red/red.jpg"
+    assert item["model_name"] == "stand-in-colour" and item["format"] == "jpeg"
+    assert item["source_version_id"] and item["source_etag"]
+    for field in ("decided_at", "recorded_at", "uploaded_at", "endpoint_latency_ms", "pipeline_latency_ms"):
+        assert field in item, field
+
+
+def test_sorted_copy_carries_the_decision_in_metadata(harness):
+    harness.put("deep/a/b/c/pic.png", image_bytes("green", "PNG"), ContentType="image/png")
+    harness.drain()
+    head = harness.s3.head_object(Bucket=harness.sorted, Key="green/deep/a/b/c/pic.png")
+    meta = head["Metadata"]
+    assert meta["breedfilter-status"] == "SORTED"
+    assert meta["breedfilter-label"] == "green"
+    assert meta["breedfilter-source-key"] == "deep/a/b/c/pic.png"
+    assert float(meta["breedfilter-confidence"]) > 0.6
+    assert head["ContentType"] == "image/png"
+
+
+def test_unsure_prediction_goes_to_review_with_top_k(harness):
+    harness.put("grey.jpg", image_bytes("grey"))
+    harness.drain()
+    assert harness.keys(harness.sorted) == ["review/grey.jpg"]
+    item = harness.item_for("grey.jpg")
+    assert item["status"] == "REVIEW" and "label" not in item  # not listed under any label
+    assert item["reason"] == "below_threshold" and item["top_label"] in ("red", "green", "blue")
+    assert len(item["top_k"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("key", "body", "reason", "calls_endpoint"),
+    [
+        ("notes.jpg", TEXT_AS_JPG, "not_an_image", False),
+        ("empty.jpg", b"", "empty", False),
+        ("phone.heic", HEIC_HEADER, "unsupported_format", False),
+        ("cut.jpg", truncated_jpeg(), "model_rejected", True),
+    ],
+    ids=["text-named-jpg", "empty", "heic", "truncated-jpeg"],
+)
+def test_bad_input_is_rejected_with_its_reason(harness, key, body, reason, calls_endpoint):
+    harness.put(key, body)
+    report = harness.drain()
+    assert report.failed == 0
+    assert harness.keys(harness.sorted) == [f"rejected/{key}"]
+    assert harness.keys(harness.inbox) == []
+    item = harness.item_for(key)
+    assert item["status"] == "REJECTED" and item["reason"] == reason and item["detail"]
+    assert bool(harness.model.calls) == calls_endpoint
+
+
+def test_oversized_object_is_rejected_without_calling_the_endpoint(make_harness):
+    harness = make_harness(env={"MAX_IMAGE_BYTES": "2000"})
+    big = image_bytes("red", "PNG", size=(400, 400), mode="RGB")
+    big += b"\x00" * max(0, 2001 - len(big))
+    harness.put("big.png", big)
+    harness.drain()
+    item = harness.item_for("big.png")
+    assert item["status"] == "REJECTED" and item["reason"] == "too_large"
+    assert "MAX_IMAGE_BYTES=2000" in item["detail"]
+    assert harness.model.calls == []
+    assert harness.keys(harness.sorted) == ["rejected/big.png"]
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["my dog.jpg", "plus+sign.jpg", "ünïcødé/狗 🐕.jpg", "a/b/c/d/e/f/g/deep.jpg", "odd%20literal.jpg", "x?y&z=1#h.jpg"],
+)
+def test_keys_are_decoded_and_kept_below_the_prefix(harness, key):
+    harness.put(key, image_bytes("blue"))
+    report = harness.drain()
+    assert report.failed == 0
+    assert harness.keys(harness.sorted) == [f"blue/{key}"]
+    assert harness.item_for(key)["source_key"] == key
+    assert harness.keys(harness.inbox) == []
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"])
+def test_every_supported_format_reaches_the_model(harness, fmt):
+    harness.put(f"pic.{fmt.lower()}", image_bytes("green", fmt))
+    harness.drain()
+    item = harness.item_for(f"pic.{fmt.lower()}")
+    assert item["status"] == "SORTED" and item["label"] == "green"
+
+
+def test_one_failing_record_does_not_fail_the_batch(harness):
+    harness.put("a.jpg", image_bytes("red"))
+    harness.put("b.jpg", image_bytes("blue"))
+    harness.send_body("this is not json")  # a poison message in the same batch
+    messages = harness.sqs.receive_message(QueueUrl=harness.stack.queue_url, MaxNumberOfMessages=10)["Messages"]
+    assert len(messages) == 3
+    event = {"Records": [harness.source._record(m) for m in messages]}
+    response = harness.invoke(event)
+    poison = next(m["MessageId"] for m in messages if m["Body"] == "this is not json")
+    assert response == {"batchItemFailures": [{"itemIdentifier": poison}]}
+    assert harness.keys(harness.sorted) == ["blue/b.jpg", "red/a.jpg"]
+
+
+def test_poison_message_ends_in_the_dead_letter_queue(harness):
+    harness.send_body({"not": "an s3 event"})
+    harness.put("ok.jpg", image_bytes("red"))
+    harness.drain()
+    assert harness.queue_depth() == 0
+    dead = harness.sqs.receive_message(QueueUrl=harness.stack.dlq_url, MaxNumberOfMessages=10).get("Messages", [])
+    assert [json.loads(m["Body"]) for m in dead] == [{"not": "an s3 event"}]
+    assert harness.keys(harness.sorted) == ["red/ok.jpg"]
+
+
+def test_one_message_with_several_s3_records(harness):
+    for name, colour in (("one.jpg", "red"), ("two.jpg", "green")):
+        harness.put(name, image_bytes(colour))
+    received = [harness.receive_one() for _ in range(2)]
+    for message in received:  # replace the two notifications by one message carrying both records
+        harness.sqs.delete_message(QueueUrl=harness.stack.queue_url, ReceiptHandle=message["ReceiptHandle"])
+    notifications = [json.loads(m["Body"]) for m in received]
+    merged = {"Records": [r for n in notifications for r in n["Records"]]}
+    harness.send_body(merged)
+    report = harness.drain()
+    assert report.succeeded == 1
+    assert harness.keys(harness.sorted) == ["green/two.jpg", "red/one.jpg"]
+
+
+def test_s3_test_event_is_acknowledged_and_ignored(harness):
+    harness.send_body({"Service": "Amazon S3", "Event": "s3:TestEvent", "Bucket": harness.inbox})
+    report = harness.drain()
+    assert report.succeeded == 1 and report.failed == 0
+    assert harness.items() == []
+
+
+def test_folder_marker_is_left_alone(harness):
+    harness.put("holiday/", b"")
+    report = harness.drain()
+    assert report.failed == 0
+    assert harness.keys(harness.inbox) == ["holiday/"]
+    assert harness.items() == [] and harness.keys(harness.sorted) == []
+
+
+def test_direct_s3_event_is_routed(harness):
+    harness.put("direct.jpg", image_bytes("red"))
+    notification = json.loads(harness.receive_one()["Body"])
+    result = harness.invoke(notification)
+    assert result == {"outcomes": ["routed"]}
+    assert harness.keys(harness.sorted) == ["red/direct.jpg"]
+
+
+def test_unversioned_inbox_routes_and_deletes_by_etag(make_harness):
+    harness = make_harness(versioned_inbox=False)
+    harness.put("plain.jpg", image_bytes("green"))
+    harness.drain()
+    assert harness.keys(harness.sorted) == ["green/plain.jpg"]
+    assert harness.keys(harness.inbox) == []
+    assert harness.item_for("plain.jpg")["source_etag"]
+
+
+def test_overwritten_key_routes_only_the_newest_bytes(make_harness):
+    harness = make_harness(versioned_inbox=False)
+    harness.put("same.jpg", image_bytes("red"))
+    harness.put("same.jpg", image_bytes("blue"))  # overwritten before the router ran
+    report = harness.drain()
+    assert report.failed == 0
+    assert harness.keys(harness.sorted) == ["blue/same.jpg"]
+    assert [i["label"] for i in harness.items()] == ["blue"]
+    assert harness.keys(harness.inbox) == []
