@@ -47,7 +47,7 @@ def make_client(timeout_seconds: float, max_attempts: int) -> Any:
     config = Config(
         connect_timeout=min(5.0, timeout_seconds),
         read_timeout=timeout_seconds,
-        retries={"mode": "standard", "max_attempts": max_attempts},
+        retries={"mode": "standard", "total_max_attempts": max_attempts},  # the first call included
     )
     return boto3.client("sagemaker-runtime", config=config)
 

@@ -72,7 +72,7 @@ class Router:
         persistence: DynamoDBPersistenceLayer | None = None,
     ):
         self.settings = settings
-        self.s3 = s3 or boto3.client("s3", config=Config(retries={"mode": "standard", "max_attempts": 5}))
+        self.s3 = s3 or boto3.client("s3", config=Config(retries={"mode": "standard", "total_max_attempts": 5}))
         self.results = results or ResultsTable(settings.results_table)
         self.endpoint = endpoint or EndpointClient(
             make_client(settings.endpoint_timeout_seconds, settings.endpoint_max_attempts), settings.endpoint_name

@@ -1,0 +1,197 @@
+"""At-least-once delivery, crashes and a misbehaving endpoint: every image still ends in exactly one place,
+with one results item and an empty inbox; what cannot be routed stays in the inbox and its message in the DLQ.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
+from routing.endpoint import EndpointClient
+from routing.pipeline import Router
+from routing.results import ResultsTable
+from routing.settings import ConfigError
+
+from breedfilter.lambda_runtime import LambdaContext
+from tests.images import image_bytes
+
+
+def crash_once(monkeypatch, owner, name):
+    """Make ``owner.name`` raise the first time it is called, as if the function died there."""
+    original = getattr(owner, name)
+    crashed = []
+
+    def wrapper(*args, **kwargs):
+        if not crashed:
+            crashed.append(name)
+            raise RuntimeError(f"simulated crash in {name}")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, wrapper)
+    return crashed
+
+
+def assert_converged(harness, key, label):
+    assert harness.keys(harness.sorted) == [f"{label}/{key}"]
+    assert len(harness.items()) == 1 and harness.item_for(key)["label"] == label
+    assert harness.keys(harness.inbox) == [] and harness.inbox_versions() == []
+    assert harness.queue_depth() == 0 and harness.queue_depth(harness.stack.dlq_url) == 0
+
+
+@pytest.mark.parametrize(
+    ("owner", "step"),
+    [(Router, "copy"), (ResultsTable, "put_once"), (Router, "delete_inbox")],
+    ids=["after-decision-before-copy", "after-copy-before-record", "after-record-before-delete"],
+)
+def test_crash_between_steps_then_redelivery_converges(harness, monkeypatch, owner, step):
+    crashed = crash_once(monkeypatch, owner, step)
+    harness.put("dog.jpg", image_bytes("red"))
+    report = harness.drain()
+    assert crashed == [step]
+    assert report.failed == 1 and report.succeeded == 1  # failed once, redelivered, then done
+    assert_converged(harness, "dog.jpg", "red")
+    assert len(harness.model.calls) == 1  # the decision was cached: the redelivery did not ask again
+
+
+def test_crash_after_delete_before_ack_is_a_harmless_redelivery(harness):
+    harness.put("dog.jpg", image_bytes("blue"))
+    message = harness.receive_one()  # delivered, processed, but never acknowledged
+    event = {"Records": [harness.source._record(message)]}
+    assert harness.invoke(event) == {"batchItemFailures": []}
+    harness.sqs.change_message_visibility(
+        QueueUrl=harness.stack.queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+    )
+    report = harness.drain()  # the redelivery
+    assert report.succeeded == 1 and report.failed == 0
+    assert_converged(harness, "dog.jpg", "blue")
+    assert len(harness.model.calls) == 1
+
+
+def test_duplicate_notifications_do_no_double_work(harness):
+    harness.put("dup.jpg", image_bytes("green"))
+    original = harness.receive_one()
+    harness.send_body(original["Body"])
+    harness.send_body(original["Body"])
+    harness.sqs.change_message_visibility(  # the original is delivered too: three notifications, one object
+        QueueUrl=harness.stack.queue_url, ReceiptHandle=original["ReceiptHandle"], VisibilityTimeout=0
+    )
+    report = harness.drain()
+    assert report.failed == 0 and report.succeeded == 3
+    assert_converged(harness, "dup.jpg", "green")
+    assert len(harness.model.calls) == 1
+
+
+def test_killed_mid_decision_resumes_once_the_invocation_would_have_ended(harness, monkeypatch):
+    """A Lambda killed while the endpoint call runs leaves an INPROGRESS idempotency record. It expires with
+    the invocation's remaining time (register_lambda_context), so the redelivery routes the image."""
+
+    class Killed(BaseException):  # not an Exception: nothing in the handler gets to clean up
+        pass
+
+    original = EndpointClient.classify
+
+    def killed(self, *args, **kwargs):
+        raise Killed()
+
+    monkeypatch.setattr(EndpointClient, "classify", killed)
+    harness.put("slow.jpg", image_bytes("red"))
+    message = harness.receive_one()
+    event = {"Records": [harness.source._record(message)]}
+    with pytest.raises(Killed):
+        harness.handler(event, LambdaContext(timeout_seconds=1.0))
+    monkeypatch.setattr(EndpointClient, "classify", original)
+
+    # Still in progress: the record fails; a batch whose every record failed raises, as Powertools does,
+    # so Lambda counts an error and backs the event source off.
+    with pytest.raises(BatchProcessingError, match="All records failed"):
+        harness.handler(event, LambdaContext(timeout_seconds=1.0))
+    time.sleep(1.2)
+    assert harness.handler(event, LambdaContext()) == {"batchItemFailures": []}
+    assert harness.keys(harness.sorted) == ["red/slow.jpg"]
+
+
+def test_throttled_endpoint_is_retried_within_the_call(harness):
+    harness.model.script("throttle", "throttle")
+    harness.put("busy.jpg", image_bytes("green"))
+    report = harness.drain()
+    assert report.failed == 0 and report.succeeded == 1
+    assert len(harness.model.calls) == 3  # two throttled attempts, botocore's retries, then success
+    assert_converged(harness, "busy.jpg", "green")
+
+
+def test_endpoint_5xx_returns_the_message_then_succeeds(harness):
+    harness.model.script("fail")
+    harness.put("flaky.jpg", image_bytes("blue"))
+    report = harness.drain()
+    assert report.failed == 1 and report.succeeded == 1
+    assert_converged(harness, "flaky.jpg", "blue")
+
+
+def test_endpoint_timeout_returns_the_message_then_succeeds(make_harness):
+    harness = make_harness(env={"ENDPOINT_TIMEOUT_SECONDS": "0.5", "ENDPOINT_MAX_ATTEMPTS": "1"})
+    harness.model.script(("sleep", 1.5))
+    harness.put("slow.jpg", image_bytes("red"))
+    report = harness.drain()
+    assert report.failed == 1 and report.succeeded == 1
+    assert_converged(harness, "slow.jpg", "red")
+
+
+def test_endpoint_that_never_recovers_leaves_image_in_inbox_and_message_in_dlq(harness):
+    harness.model.script(*["fail"] * 10)
+    harness.put("stuck.jpg", image_bytes("red"))
+    report = harness.drain()
+    assert report.failed == harness.stack.max_receive_count and report.succeeded == 0
+    assert harness.keys(harness.inbox) == ["stuck.jpg"]  # nothing lost
+    assert harness.items() == [] and harness.keys(harness.sorted) == []
+    dead = harness.sqs.receive_message(QueueUrl=harness.stack.dlq_url).get("Messages", [])
+    assert len(dead) == 1 and "stuck.jpg" in dead[0]["Body"]
+
+
+def test_endpoint_4xx_is_a_rejection_not_a_retry(harness):
+    harness.model.script("reject")
+    harness.put("odd.jpg", image_bytes("red"))
+    report = harness.drain()
+    assert report.failed == 0
+    item = harness.item_for("odd.jpg")
+    assert item["status"] == "REJECTED" and item["reason"] == "model_rejected"
+    assert item["detail"] == "scripted rejection"
+    assert harness.keys(harness.sorted) == ["rejected/odd.jpg"]
+
+
+def test_unknown_endpoint_is_retried_and_never_loses_the_image(make_harness):
+    harness = make_harness(env={"ENDPOINT_NAME": "no-such-endpoint"})
+    harness.put("dog.jpg", image_bytes("red"))
+    harness.drain()
+    assert harness.keys(harness.inbox) == ["dog.jpg"] and harness.items() == []
+    assert harness.queue_depth(harness.stack.dlq_url) == 1
+
+
+def test_missing_configuration_fails_the_whole_batch_loudly(harness, monkeypatch):
+    harness.put("dog.jpg", image_bytes("red"))
+    monkeypatch.delenv("SORTED_BUCKET")
+    event = {"Records": [harness.source._record(harness.receive_one())]}
+    with pytest.raises(ConfigError, match="SORTED_BUCKET"):
+        harness.invoke(event)
+    assert harness.keys(harness.inbox) == ["dog.jpg"]
+
+
+def test_metrics_are_emitted_per_status_and_label(harness, capsys):
+    harness.put("m.jpg", image_bytes("blue"))
+    harness.put("n.jpg", b"not an image")
+    harness.drain()
+    blobs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')]
+    routed = [b for b in blobs if "ImagesRouted" in b]
+    assert {(b["status"], b["label"]) for b in routed} == {("SORTED", "blue"), ("REJECTED", "not_an_image")}
+    assert any("EndpointLatency" in b for b in blobs)
+
+
+def test_endpoint_attempts_are_capped_at_endpoint_max_attempts(harness):
+    harness.model.script("throttle", "throttle", "throttle")  # ENDPOINT_MAX_ATTEMPTS=3 in the harness
+    harness.put("busy.jpg", image_bytes("red"))
+    first = harness.source.poll_once()
+    assert first.failed == 1
+    assert len(harness.model.calls) == 3  # three attempts in all, the first included
+    harness.drain()
+    assert_converged(harness, "busy.jpg", "red")
