@@ -10,6 +10,7 @@ queue after ``max_receive_count`` receives, and the tables have template.yaml's 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import urllib.request
@@ -75,6 +76,7 @@ class LocalAws:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> LocalAws:
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
         self._server.start()
         return self
 

@@ -288,7 +288,9 @@ def test_encoded_keys_arrive_encoded_and_decode_to_spaces_plus_and_unicode() -> 
     assert "uploads/my+dog+photo.jpg" in raw_keys
     assert "uploads/c%2B%2B+%26+friends%2B1.png" in raw_keys
     assert "hunde/M%C3%BCller%27s+Dackel.jpg" in raw_keys
-    decoded = [parse_sqs_body(record["body"])[0].key for record in load("sqs-s3-encoded-keys.json")["Records"]]
+    decoded = [
+        parse_sqs_body(record["body"])[0].key for record in load("sqs-s3-encoded-keys.json")["Records"]
+    ]
     assert "uploads/c++ & friends+1.png" in decoded
     assert "hunde/M\u00fcller's Dackel.jpg" in decoded
     assert "\u72d7/\u67f4\u72ac.webp" in decoded

@@ -14,6 +14,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
@@ -74,11 +75,14 @@ def record_outcome(result: RouteResult) -> None:
         reason=item.get("reason"),
         destination=f"s3://{item['destination_bucket']}/{item['destination_key']}",
     )
-    with single_metric(
-        name="ImagesRouted", unit=MetricUnit.Count, value=1, default_dimensions=metrics.default_dimensions
-    ) as metric:
-        metric.add_dimension(name="status", value=item["status"])
-        metric.add_dimension(name="label", value=str(item.get("label") or item.get("reason") or "none"))
+    if not is_metrics_disabled():  # single_metric prints even when POWERTOOLS_METRICS_DISABLED is set
+        # "label" is the label (SORTED), the top guess (REVIEW) or the rejection reason (REJECTED).
+        category = item.get("label") or item.get("top_label") or item.get("reason") or "none"
+        with single_metric(
+            name="ImagesRouted", unit=MetricUnit.Count, value=1, default_dimensions=metrics.default_dimensions
+        ) as metric:
+            metric.add_dimension(name="status", value=item["status"])
+            metric.add_dimension(name="label", value=str(category))
     if "endpoint_latency_ms" in item:
         metrics.add_metric(name="EndpointLatency", unit=MetricUnit.Milliseconds, value=float(item["endpoint_latency_ms"]))
 

@@ -1,0 +1,320 @@
+"""routing.decision (where an image goes) and routing.pipeline.object_metadata (what the copy carries)."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+from urllib.parse import unquote
+
+import pytest
+
+from routing import decision
+from routing.decision import (
+    BELOW_THRESHOLD,
+    MAX_S3_KEY_BYTES,
+    REJECTED,
+    REJECTED_PREFIX,
+    REVIEW,
+    REVIEW_PREFIX,
+    SORTED,
+    destination_key,
+    from_prediction,
+    label_prefix,
+    reject,
+)
+from routing.endpoint import Prediction
+from routing.events import SourceObject
+from routing.pipeline import MAX_METADATA_BYTES, object_metadata
+from routing.sniff import Sniffed
+
+JPEG = Sniffed("jpeg", "image/jpeg", True)
+PNG = Sniffed("png", "image/png", True)
+MODEL = {"name": "breedfilter-resnet50", "version": "2025-11-20.3"}
+ISO_MILLIS_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+
+
+def prediction(*ranked: tuple[str, float], latency_ms: float = 41.27) -> Prediction:
+    return Prediction(
+        predictions=[{"label": label, "index": i, "probability": p} for i, (label, p) in enumerate(ranked)],
+        model=dict(MODEL),
+        latency_ms=latency_ms,
+    )
+
+
+def decide(pred: Prediction, *, threshold: float = 0.6, top_k: int = 3, size: int = 48213) -> dict[str, Any]:
+    return from_prediction(pred, threshold=threshold, top_k=top_k, size=size, sniffed=JPEG)
+
+
+# -- from_prediction ---------------------------------------------------------------------------------------
+
+
+def test_above_threshold_is_sorted_under_its_label() -> None:
+    d = decide(prediction(("Beagle", 0.91), ("Basset Hound", 0.06), ("Harrier", 0.03)))
+    assert d["status"] == SORTED
+    assert d["label"] == "Beagle"
+    assert d["top_label"] == "Beagle"
+    assert d["prefix"] == "Beagle"
+    assert d["confidence"] == 0.91
+    assert "reason" not in d
+    assert "detail" not in d
+    assert d["model_name"] == "breedfilter-resnet50"
+    assert d["model_version"] == "2025-11-20.3"
+    assert d["endpoint_latency_ms"] == 41.3
+    assert d["size_bytes"] == 48213
+    assert d["format"] == "jpeg"
+    assert ISO_MILLIS_Z.match(d["decided_at"])
+    datetime.fromisoformat(d["decided_at"].replace("Z", "+00:00"))
+
+
+@pytest.mark.parametrize(("probability", "threshold"), [(0.6, 0.6), (0.75, 0.75), (1.0, 1.0), (0.0, 0.0)])
+def test_probability_equal_to_threshold_is_sorted(probability: float, threshold: float) -> None:
+    d = decide(prediction(("Pug", probability)), threshold=threshold)
+    assert d["status"] == SORTED
+    assert d["label"] == "Pug"
+
+
+def test_just_below_threshold_is_review() -> None:
+    d = decide(prediction(("Pug", 0.599999), ("Boxer", 0.3)), threshold=0.6)
+    assert d["status"] == REVIEW
+
+
+def test_below_threshold_goes_to_review_with_reason_and_detail() -> None:
+    d = decide(prediction(("Beagle", 0.41), ("Harrier", 0.38), ("Basset Hound", 0.21)), threshold=0.6)
+    assert d["status"] == REVIEW
+    assert d["prefix"] == REVIEW_PREFIX == "review"
+    assert "label" not in d  # only SORTED items carry label (the by-label index)
+    assert d["top_label"] == "Beagle"
+    assert d["confidence"] == 0.41
+    assert d["reason"] == BELOW_THRESHOLD
+    assert "0.410" in d["detail"]
+    assert "0.600" in d["detail"]
+    assert [p["label"] for p in d["top_k"]] == ["Beagle", "Harrier", "Basset Hound"]
+
+
+def test_threshold_one_sends_everything_but_certainty_to_review() -> None:
+    assert decide(prediction(("Beagle", 0.999)), threshold=1.0)["status"] == REVIEW
+
+
+def test_top_k_is_truncated_and_keeps_order() -> None:
+    pred = prediction(
+        ("Beagle", 0.5), ("Harrier", 0.2), ("Basset Hound", 0.15), ("Foxhound", 0.1), ("Bloodhound", 0.05)
+    )
+    d = decide(pred, top_k=3)
+    assert [p["label"] for p in d["top_k"]] == ["Beagle", "Harrier", "Basset Hound"]
+    assert [p["index"] for p in d["top_k"]] == [0, 1, 2]
+    assert [p["probability"] for p in d["top_k"]] == [0.5, 0.2, 0.15]
+    assert [p["label"] for p in decide(pred, top_k=1)["top_k"]] == ["Beagle"]
+    assert len(decide(pred, top_k=20)["top_k"]) == 5
+    assert pred.predictions[3]["label"] == "Foxhound"  # the input is not modified
+
+
+def test_top_k_probabilities_are_rounded_to_six_places() -> None:
+    d = decide(prediction(("Beagle", 0.123456789), ("Harrier", 0.0000004)), threshold=0.1)
+    assert d["confidence"] == 0.123457
+    assert [p["probability"] for p in d["top_k"]] == [0.123457, 0.0]
+
+
+def test_sorted_label_is_sanitised_in_the_prefix_but_kept_in_the_item() -> None:
+    d = decide(prediction(("Review", 0.95)))
+    assert d["status"] == SORTED
+    assert d["label"] == "Review"
+    assert d["prefix"].lower() not in (REVIEW_PREFIX, REJECTED_PREFIX)
+    d = decide(prediction(("Bull/Terrier", 0.95)))
+    assert d["label"] == "Bull/Terrier"
+    assert "/" not in d["prefix"]
+
+
+# -- label_prefix ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "label",
+    [
+        "a/b",
+        "Bull/Terrier",
+        "/leading",
+        "trailing/",
+        "a//b",
+        "review",
+        "Review",
+        "REVIEW",
+        "rejected",
+        "Rejected",
+        " review ",
+        "",
+        "   ",
+        "Beagle",
+        "Chihuahua (long coat)",
+        "柴犬",
+    ],
+)
+def test_label_prefix_is_one_safe_non_reserved_segment(label: str) -> None:
+    segment = label_prefix(label)
+    assert segment
+    assert "/" not in segment
+    assert segment.lower() not in (REVIEW_PREFIX, REJECTED_PREFIX)
+    assert segment == segment.strip()
+
+
+def test_label_prefix_keeps_ordinary_labels() -> None:
+    assert label_prefix("Beagle") == "Beagle"
+    assert label_prefix("German Shepherd") == "German Shepherd"
+    assert label_prefix("  Pug ") == "Pug"
+
+
+def test_label_prefix_distinct_labels_stay_distinct() -> None:
+    labels = ["Beagle", "Harrier", "review", "rejected", "Review"]
+    assert len({label_prefix(label) for label in labels}) == len(labels)
+
+
+def test_empty_label_gets_a_placeholder() -> None:
+    assert label_prefix("") == label_prefix("  ")
+    assert label_prefix("") not in ("", REVIEW_PREFIX, REJECTED_PREFIX)
+
+
+# -- destination_key -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("prefix", "key"),
+    [
+        ("Beagle", "dogs/beagle.jpg"),
+        ("review", "uploads/my dog photo.jpg"),
+        ("rejected", "notes.txt"),
+        ("Shiba Inu", "狗/柴犬.webp"),
+        ("Pug", "2025/11/21/camera-01/batch (3)/IMG_0042=final.jpeg"),
+    ],
+)
+def test_destination_key_keeps_the_key_below_the_prefix(prefix: str, key: str) -> None:
+    assert destination_key(prefix, key) == f"{prefix}/{key}"
+
+
+def test_destination_key_limit_is_counted_in_utf8_bytes() -> None:
+    fits = "a" * (MAX_S3_KEY_BYTES - len("review/"))
+    assert destination_key("review", fits) == f"review/{fits}"
+    one_over = fits + "b"
+    assert destination_key("review", one_over) != f"review/{one_over}"
+    unicode_key = "ü" * 600  # 600 characters, 1200 bytes
+    result = destination_key("review", unicode_key)
+    assert result != f"review/{unicode_key}"
+    assert len(result.encode()) <= MAX_S3_KEY_BYTES
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["x" * 1020, "dogs/" + "a" * 1100, "狗" * 400, "\U0001f436" * 300, "deep/" * 250 + "beagle.jpg"],
+)
+def test_long_keys_fall_back_to_a_bounded_deterministic_hash(key: str) -> None:
+    assert len(f"Beagle/{key}".encode()) > MAX_S3_KEY_BYTES
+    first = destination_key("Beagle", key)
+    assert len(first.encode()) <= MAX_S3_KEY_BYTES
+    assert first.startswith("Beagle/")
+    assert first == destination_key("Beagle", key)  # a redelivery copies to the same key
+    assert destination_key("Beagle", key + "2") != first  # another key, another destination
+    assert destination_key("review", key).startswith("review/")
+
+
+# -- reject ----------------------------------------------------------------------------------------------
+
+
+def test_reject_fields() -> None:
+    heic = Sniffed("heic", "image/heic", False)
+    r = reject(decision.UNSUPPORTED_FORMAT, "heic images are not supported", size=812_345, sniffed=heic)
+    assert r["status"] == REJECTED
+    assert r["reason"] == "unsupported_format"
+    assert r["detail"] == "heic images are not supported"
+    assert r["prefix"] == REJECTED_PREFIX == "rejected"
+    assert r["size_bytes"] == 812_345
+    assert r["format"] == "heic"
+    assert ISO_MILLIS_Z.match(r["decided_at"])
+    assert "label" not in r
+    assert "confidence" not in r
+
+
+def test_reject_without_sniffed_has_no_format() -> None:
+    r = reject(decision.EMPTY, "the object is empty (0 bytes)", size=0)
+    assert r["status"] == REJECTED
+    assert r["format"] is None
+    assert r["size_bytes"] == 0
+
+
+def test_reason_codes_are_stable_and_distinct() -> None:
+    codes = [
+        decision.EMPTY,
+        decision.TOO_LARGE,
+        decision.NOT_AN_IMAGE,
+        decision.UNSUPPORTED_FORMAT,
+        decision.MODEL_REJECTED,
+        decision.BELOW_THRESHOLD,
+    ]
+    assert codes == [
+        "empty",
+        "too_large",
+        "not_an_image",
+        "unsupported_format",
+        "model_rejected",
+        "below_threshold",
+    ]
+
+
+# -- object_metadata ---------------------------------------------------------------------------------------
+
+
+def metadata_bytes(meta: dict[str, str]) -> int:
+    return sum(len(k.encode()) + len(v.encode()) for k, v in meta.items())
+
+
+def test_metadata_for_a_sorted_image() -> None:
+    source = SourceObject("inbox", "dogs/beagle.jpg", version_id="3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrH")
+    meta = object_metadata(source, decide(prediction(("Beagle", 0.91))))
+    assert meta["breedfilter-status"] == "SORTED"
+    assert meta["breedfilter-label"] == "Beagle"
+    assert meta["breedfilter-confidence"] == "0.91"
+    assert meta["breedfilter-model-version"] == "2025-11-20.3"
+    assert meta["breedfilter-source-revision"] == "v:3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrH"
+    assert unquote(meta["breedfilter-source-key"]) == "dogs/beagle.jpg"
+    assert "breedfilter-reason" not in meta  # empty values are left out
+
+
+def test_metadata_for_review_carries_top_label_and_reason() -> None:
+    source = SourceObject("inbox", "uploads/labrador.png", etag="45c48cce2e2d7fbdea1afc51c7c6ad26")
+    meta = object_metadata(source, decide(prediction(("Labrador Retriever", 0.4)), threshold=0.6))
+    assert meta["breedfilter-status"] == "REVIEW"
+    assert unquote(meta["breedfilter-label"]) == "Labrador Retriever"
+    assert meta["breedfilter-reason"] == "below_threshold"
+    assert meta["breedfilter-source-revision"] == "e:45c48cce2e2d7fbdea1afc51c7c6ad26"
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "hunde/Müller's Dackel.jpg",
+        "emoji/\U0001f436 good boy.png",
+        "line\nbreak\r\ttab.jpg",
+        "狗/柴犬.webp",
+    ],
+)
+def test_metadata_is_ascii_header_safe_and_reversible(key: str) -> None:
+    source = SourceObject("inbox", key, version_id="v1")
+    meta = object_metadata(source, decide(prediction(("Pudelpointer-Müller", 0.9))))
+    for name, value in meta.items():
+        assert name.isascii() and value.isascii()
+        assert not any(ord(c) < 32 or ord(c) == 127 for c in value), (name, value)
+    assert unquote(meta["breedfilter-source-key"]) == key
+    assert unquote(meta["breedfilter-label"]) == "Pudelpointer-Müller"
+
+
+@pytest.mark.parametrize("char", ["ü", "狗", "\U0001f436", "a"])
+def test_metadata_stays_under_two_kilobytes_for_a_1000_character_key(char: str) -> None:
+    key = "uploads/" + char * 1000
+    source = SourceObject("inbox", key, version_id="v" * 32)
+    meta = object_metadata(source, decide(prediction(("Beagle", 0.3))))
+    assert metadata_bytes(meta) <= MAX_METADATA_BYTES
+    assert MAX_METADATA_BYTES <= 2000
+    assert all(value.isascii() for value in meta.values())
+    # The short values survive the trimming; only the long one is cut.
+    assert meta["breedfilter-status"] == "REVIEW"
+    assert meta["breedfilter-reason"] == "below_threshold"
+    assert meta["breedfilter-source-revision"] == "v:" + "v" * 32
+    assert meta["breedfilter-source-key"]

@@ -1,0 +1,405 @@
+"""Static checks of template.yaml against the router code (read with breedfilter.template.StackTemplate)."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from breedfilter.template import REPO_ROOT, StackTemplate
+from routing.results import BY_LABEL_INDEX, BY_STATUS_INDEX
+from routing.settings import Settings
+
+ROUTER_DIR = REPO_ROOT / "functions" / "router"
+HEAVY_MODULES = {"torch", "torchvision", "numpy", "PIL", "pillow"}
+
+# Every variable Settings.from_env reads (test_settings_reads_exactly_these keeps this list honest).
+SETTINGS_VARIABLES = {
+    "SORTED_BUCKET",
+    "RESULTS_TABLE",
+    "IDEMPOTENCY_TABLE",
+    "ENDPOINT_NAME",
+    "CONFIDENCE_THRESHOLD",
+    "MAX_IMAGE_BYTES",
+    "TOP_K",
+    "ENDPOINT_TIMEOUT_SECONDS",
+    "ENDPOINT_MAX_ATTEMPTS",
+    "IDEMPOTENCY_TTL_SECONDS",
+}
+
+# Local names for the stack's resources, as the local twin would pass them.
+LOCAL_NAMES = {
+    "InboxBucket": "breedfilter-inbox-123456789012-us-east-1",
+    "SortedBucket": "breedfilter-sorted-123456789012-us-east-1",
+    "ResultsTable": "breedfilter-results",
+    "IdempotencyTable": "breedfilter-idempotency",
+    "InboxQueue": "breedfilter-inbox",
+    "InboxDeadLetterQueue": "breedfilter-inbox-dlq",
+    "ClassifierEndpoint": "breedfilter-classifier",
+    "RouterLogGroup": "/aws/lambda/breedfilter-router",
+}
+
+
+# What !GetAtt X.Arn gives, per resource type (StackTemplate.resolve gives the local name instead).
+ARN_FORMATS = {
+    "AWS::DynamoDB::Table": "arn:aws:dynamodb:us-east-1:123456789012:table/{name}",
+    "AWS::S3::Bucket": "arn:aws:s3:::{name}",
+    "AWS::SQS::Queue": "arn:aws:sqs:us-east-1:123456789012:{name}",
+}
+
+
+@pytest.fixture(scope="module")
+def template() -> StackTemplate:
+    return StackTemplate.load()
+
+
+def resources_of_type(template: StackTemplate, kind: str) -> dict[str, dict[str, Any]]:
+    return {name: r for name, r in template.document["Resources"].items() if r.get("Type") == kind}
+
+
+def router(template: StackTemplate) -> dict[str, Any]:
+    return template.resource("RouterFunction")["Properties"]
+
+
+def as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+# -- (a) environment ----------------------------------------------------------------------------------------
+
+
+def test_settings_reads_exactly_these_variables() -> None:
+    source = inspect.getsource(Settings.from_env)
+    read = set(re.findall(r"\"([A-Z][A-Z0-9_]{2,})\"", source))
+    assert read == SETTINGS_VARIABLES
+
+
+def test_router_function_sets_every_settings_variable(template: StackTemplate) -> None:
+    variables = router(template)["Environment"]["Variables"]
+    missing = SETTINGS_VARIABLES - set(variables)
+    assert not missing, f"RouterFunction does not set {sorted(missing)}"
+
+
+def test_template_defaults_parse_as_settings(template: StackTemplate) -> None:
+    env = template.function_environment("RouterFunction", LOCAL_NAMES)
+    env["ENDPOINT_NAME"] = env["ENDPOINT_NAME"] or "breedfilter-classifier"  # set once an endpoint exists
+    settings = Settings.from_env(env)
+    assert settings.sorted_bucket == LOCAL_NAMES["SortedBucket"]
+    assert settings.results_table == LOCAL_NAMES["ResultsTable"]
+    assert settings.idempotency_table == LOCAL_NAMES["IdempotencyTable"]
+    assert settings.endpoint_name == "breedfilter-classifier"
+    assert settings.confidence_threshold == float(template.parameter_default("ConfidenceThreshold"))
+    assert settings.max_image_bytes == int(template.parameter_default("MaxImageBytes"))
+    assert settings.top_k == int(template.parameter_default("TopK"))
+
+
+def test_template_defaults_match_the_code_defaults(template: StackTemplate) -> None:
+    """The deployed function and a bare Settings(...) behave alike: no drift between the two defaults."""
+    env = template.function_environment("RouterFunction", LOCAL_NAMES)
+    env["ENDPOINT_NAME"] = "breedfilter-classifier"
+    from_template = Settings.from_env(env)
+    code_defaults = {
+        f.name: f.default for f in dataclasses.fields(Settings) if f.default is not dataclasses.MISSING
+    }
+    assert code_defaults
+    for field, default in code_defaults.items():
+        assert getattr(from_template, field) == default, field
+
+
+def test_endpoint_name_comes_from_the_created_or_existing_endpoint(template: StackTemplate) -> None:
+    value = router(template)["Environment"]["Variables"]["ENDPOINT_NAME"]
+    condition, created, existing = value["Fn::If"]
+    assert condition == "CreateEndpoint"
+    assert created == {"Fn::GetAtt": ["ClassifierEndpoint", "EndpointName"]}
+    assert existing == {"Ref": "ExistingEndpointName"}
+
+
+# -- (b) IAM -----------------------------------------------------------------------------------------------
+
+
+def resource_alternatives(template: StackTemplate, value: Any) -> Iterator[str]:
+    """Every string a policy Resource can resolve to (both branches of each Fn::If)."""
+    if isinstance(value, list):
+        for item in value:
+            yield from resource_alternatives(template, item)
+    elif isinstance(value, dict) and "Fn::If" in value:
+        _, then, otherwise = value["Fn::If"]
+        yield from resource_alternatives(template, then)
+        yield from resource_alternatives(template, otherwise)
+    elif isinstance(value, dict) and "Fn::GetAtt" in value and value["Fn::GetAtt"][1] == "Arn":
+        logical_id = value["Fn::GetAtt"][0]
+        kind = template.resource(logical_id)["Type"]
+        yield ARN_FORMATS[kind].format(name=LOCAL_NAMES[logical_id])
+    else:
+        yield str(template.resolve(value, LOCAL_NAMES))
+
+
+def router_statements(template: StackTemplate) -> list[dict[str, Any]]:
+    statements = []
+    for policy in router(template).get("Policies", []):
+        assert isinstance(policy, dict), f"managed policy {policy!r} on the router: use scoped statements"
+        assert "Statement" in policy, (
+            f"SAM policy template {sorted(policy)} on the router: use scoped statements"
+        )
+        statements += as_list(policy["Statement"])
+    return statements
+
+
+def test_router_has_scoped_statements(template: StackTemplate) -> None:
+    statements = router_statements(template)
+    actions = {action for s in statements for action in as_list(s["Action"])}
+    assert {"s3:GetObject", "s3:DeleteObject", "s3:PutObject", "sagemaker:InvokeEndpoint"} <= actions
+    assert {"dynamodb:GetItem", "dynamodb:PutItem"} <= actions
+
+
+@pytest.mark.parametrize("service", ["s3", "dynamodb", "sagemaker"])
+def test_router_never_grants_data_actions_on_every_resource(template: StackTemplate, service: str) -> None:
+    checked = 0
+    for statement in router_statements(template):
+        actions = as_list(statement["Action"])
+        assert "*" not in actions and f"{service}:*" not in actions
+        if not any(action.startswith(f"{service}:") for action in actions):
+            continue
+        assert statement["Effect"] == "Allow"
+        assert "NotResource" not in statement
+        raw = as_list(statement["Resource"])
+        assert "*" not in raw, statement.get("Sid")
+        for arn in resource_alternatives(template, statement["Resource"]):
+            checked += 1
+            assert arn != "*", statement.get("Sid")
+            assert arn.startswith(f"arn:aws:{service}:"), arn
+            if service == "s3":  # objects under a named bucket; never a wildcard bucket
+                bucket = arn.removeprefix("arn:aws:s3:::").split("/", 1)[0]
+                assert bucket in (LOCAL_NAMES["InboxBucket"], LOCAL_NAMES["SortedBucket"]), arn
+            else:
+                assert "*" not in arn, arn
+    assert checked, f"no {service} statement found on the router"
+
+
+def test_router_writes_only_to_the_sorted_bucket(template: StackTemplate) -> None:
+    for statement in router_statements(template):
+        if any(a.startswith("s3:Put") for a in as_list(statement["Action"])):
+            for arn in resource_alternatives(template, statement["Resource"]):
+                assert arn.startswith(f"arn:aws:s3:::{LOCAL_NAMES['SortedBucket']}/"), arn
+
+
+# -- (c) queue visibility ---------------------------------------------------------------------------------
+
+
+def test_queue_visibility_is_at_least_six_times_every_allowed_timeout(template: StackTemplate) -> None:
+    timeouts = template.document["Parameters"]["FunctionTimeoutSeconds"]["AllowedValues"]
+    assert timeouts
+    window_max = int(template.document["Parameters"]["MaximumBatchingWindowInSeconds"]["MaxValue"])
+    mapping = template.document["Mappings"]["QueueVisibility"]
+    for timeout in timeouts:
+        visibility = int(mapping[str(timeout)]["VisibilityTimeout"])
+        assert visibility >= 6 * int(timeout), timeout
+        assert visibility >= 6 * int(timeout) + window_max, timeout
+        assert visibility <= 43_200  # SQS's maximum visibility timeout
+
+
+def test_queue_and_function_follow_the_timeout_parameter(template: StackTemplate) -> None:
+    assert router(template)["Timeout"] == {"Ref": "FunctionTimeoutSeconds"}
+    visibility = template.resource("InboxQueue")["Properties"]["VisibilityTimeout"]
+    assert visibility == {
+        "Fn::FindInMap": ["QueueVisibility", {"Ref": "FunctionTimeoutSeconds"}, "VisibilityTimeout"]
+    }
+    default = template.parameter_default("FunctionTimeoutSeconds")
+    assert int(template.resolve(visibility, LOCAL_NAMES)) >= 6 * int(default)
+
+
+# -- (d) SQS event source ---------------------------------------------------------------------------------
+
+
+def sqs_events(template: StackTemplate) -> list[dict[str, Any]]:
+    return [e["Properties"] for e in router(template)["Events"].values() if e["Type"] == "SQS"]
+
+
+def test_sqs_event_reports_batch_item_failures_and_caps_concurrency(template: StackTemplate) -> None:
+    (event,) = sqs_events(template)
+    assert event["Queue"] == {"Fn::GetAtt": ["InboxQueue", "Arn"]}
+    assert "ReportBatchItemFailures" in event["FunctionResponseTypes"]
+    concurrency = event["ScalingConfig"]["MaximumConcurrency"]
+    assert concurrency == {"Ref": "MaximumConcurrency"}
+    parameter = template.document["Parameters"]["MaximumConcurrency"]
+    assert int(parameter["MinValue"]) >= 2  # the event source mapping's own minimum
+    assert 2 <= int(parameter["Default"]) <= int(parameter["MaxValue"]) <= 1000
+
+
+def test_batch_parameters_stay_within_sqs_limits(template: StackTemplate) -> None:
+    (event,) = sqs_events(template)
+    assert event["BatchSize"] == {"Ref": "BatchSize"}
+    batch = template.document["Parameters"]["BatchSize"]
+    assert 1 <= int(batch["MinValue"]) <= int(batch["Default"]) <= int(batch["MaxValue"]) <= 10
+
+
+# -- (e) results table ------------------------------------------------------------------------------------
+
+
+def key_schema(schema: list[dict[str, str]]) -> list[tuple[str, str]]:
+    return [(k["AttributeName"], k["KeyType"]) for k in schema]
+
+
+def test_results_table_indexes_match_the_code(template: StackTemplate) -> None:
+    props = template.resource("ResultsTable")["Properties"]
+    indexes = {index["IndexName"]: index for index in props["GlobalSecondaryIndexes"]}
+    assert set(indexes) == {BY_LABEL_INDEX, BY_STATUS_INDEX}
+    assert key_schema(indexes[BY_LABEL_INDEX]["KeySchema"]) == [("label", "HASH"), ("decided_at", "RANGE")]
+    assert key_schema(indexes[BY_STATUS_INDEX]["KeySchema"]) == [("status", "HASH"), ("decided_at", "RANGE")]
+    for index in indexes.values():
+        assert index["Projection"]["ProjectionType"] == "ALL"
+    types = {a["AttributeName"]: a["AttributeType"] for a in props["AttributeDefinitions"]}
+    assert types == {"pk": "S", "label": "S", "status": "S", "decided_at": "S"}
+    assert key_schema(props["KeySchema"]) == [("pk", "HASH")]
+
+
+def test_results_table_billing_and_recovery(template: StackTemplate) -> None:
+    props = template.resource("ResultsTable")["Properties"]
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    assert template.resource("ResultsTable")["UpdateReplacePolicy"] == "Retain"
+
+
+def test_index_name_outputs_match_the_code(template: StackTemplate) -> None:
+    outputs = template.document["Outputs"]
+    assert outputs["ResultsByLabelIndexName"]["Value"] == BY_LABEL_INDEX
+    assert outputs["ResultsByStatusIndexName"]["Value"] == BY_STATUS_INDEX
+
+
+def test_idempotency_table_has_the_powertools_schema(template: StackTemplate) -> None:
+    props = template.resource("IdempotencyTable")["Properties"]
+    assert key_schema(props["KeySchema"]) == [("id", "HASH")]
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "expiration", "Enabled": True}
+
+
+# -- (f) buckets -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bucket", ["InboxBucket", "SortedBucket"])
+def test_bucket_blocks_public_access_and_encrypts(template: StackTemplate, bucket: str) -> None:
+    props = template.resource(bucket)["Properties"]
+    block = props["PublicAccessBlockConfiguration"]
+    for setting in ("BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"):
+        assert block[setting] is True, setting
+    rules = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rules
+    assert rules[0]["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in ("AES256", "aws:kms", "aws:kms:dsse")
+
+
+@pytest.mark.parametrize("bucket", ["InboxBucket", "SortedBucket"])
+def test_bucket_policy_denies_insecure_transport(template: StackTemplate, bucket: str) -> None:
+    policies = [
+        p["Properties"]["PolicyDocument"]
+        for p in resources_of_type(template, "AWS::S3::BucketPolicy").values()
+        if p["Properties"]["Bucket"] == {"Ref": bucket}
+    ]
+    assert len(policies) == 1, f"{bucket} has {len(policies)} bucket policies"
+    denials = [
+        s
+        for s in as_list(policies[0]["Statement"])
+        if s["Effect"] == "Deny"
+        and str(s.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport")).lower() == "false"
+    ]
+    assert denials, f"{bucket} policy does not deny aws:SecureTransport=false"
+    (deny,) = denials
+    assert deny["Principal"] == "*"
+    assert "s3:*" in as_list(deny["Action"])
+    # The bucket itself and every object in it.
+    assert sorted(as_list(deny["Resource"]), key=str) == sorted(
+        [{"Fn::GetAtt": [bucket, "Arn"]}, {"Fn::Sub": f"${{{bucket}.Arn}}/*"}], key=str
+    )
+
+
+# -- (g) notification and queues --------------------------------------------------------------------------
+
+
+def test_inbox_notifies_the_inbox_queue_of_created_objects(template: StackTemplate) -> None:
+    queues = template.resource("InboxBucket")["Properties"]["NotificationConfiguration"][
+        "QueueConfigurations"
+    ]
+    assert {"Event": "s3:ObjectCreated:*", "Queue": {"Fn::GetAtt": ["InboxQueue", "Arn"]}} in [
+        {"Event": q["Event"], "Queue": q["Queue"]} for q in queues
+    ]
+
+
+def test_sorted_bucket_notifies_nothing(template: StackTemplate) -> None:
+    """The router writes to the sorted bucket: a notification there could make it trigger itself."""
+    assert "NotificationConfiguration" not in template.resource("SortedBucket")["Properties"]
+
+
+def test_inbox_queue_policy_lets_only_the_inbox_bucket_send(template: StackTemplate) -> None:
+    policy = template.resource("InboxQueuePolicy")["Properties"]
+    assert {"Ref": "InboxQueue"} in policy["Queues"]
+    (allow,) = [s for s in policy["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
+    assert allow["Principal"] == {"Service": "s3.amazonaws.com"}
+    assert allow["Action"] == "sqs:SendMessage"
+    source_arn = template.resolve(allow["Condition"]["ArnEquals"]["aws:SourceArn"], LOCAL_NAMES)
+    assert source_arn == f"arn:aws:s3:::{LOCAL_NAMES['InboxBucket']}"
+
+
+def test_inbox_queue_redrives_to_the_dead_letter_queue(template: StackTemplate) -> None:
+    redrive = template.resource("InboxQueue")["Properties"]["RedrivePolicy"]
+    assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": ["InboxDeadLetterQueue", "Arn"]}
+    assert redrive["maxReceiveCount"] == {"Ref": "MaxReceiveCount"}
+    assert int(template.parameter_default("MaxReceiveCount")) >= 1
+    queue = template.resource("InboxQueue")["Properties"]
+    dlq = template.resource("InboxDeadLetterQueue")["Properties"]
+    assert dlq["MessageRetentionPeriod"] > queue["MessageRetentionPeriod"]
+
+
+# -- (h) outputs --------------------------------------------------------------------------------------------
+
+
+def test_every_output_has_a_description(template: StackTemplate) -> None:
+    outputs = template.document["Outputs"]
+    assert outputs
+    for name, output in outputs.items():
+        assert str(output.get("Description", "")).strip(), f"output {name} has no Description"
+        assert "Value" in output, name
+
+
+# -- (i) the router stays small --------------------------------------------------------------------------
+
+
+def requirement_names(path: Path) -> set[str]:
+    names = set()
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line and not line.startswith("-"):
+            names.add(re.split(r"[\[<>=!~; ]", line, maxsplit=1)[0].lower().replace("_", "-"))
+    return names
+
+
+def test_router_requirements_exclude_heavy_packages() -> None:
+    names = requirement_names(ROUTER_DIR / "requirements.txt")
+    assert "boto3" in names and "aws-lambda-powertools" in names  # the parser read the file
+    assert not names & {"torch", "torchvision", "numpy", "pillow", "pil", "opencv-python"}
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def test_router_sources_import_no_heavy_modules() -> None:
+    sources = sorted(ROUTER_DIR.rglob("*.py"))
+    assert ROUTER_DIR / "app.py" in sources and ROUTER_DIR / "routing" / "sniff.py" in sources
+    all_imports: set[str] = set()
+    for path in sources:
+        modules = imported_modules(path)
+        all_imports |= modules
+        heavy = modules & HEAVY_MODULES
+        assert not heavy, f"{path.relative_to(REPO_ROOT)} imports {sorted(heavy)}"
+    assert {"boto3", "aws_lambda_powertools", "routing"} <= all_imports  # the scan saw real imports
