@@ -16,7 +16,7 @@ SAM_ENV := AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_R
 .PHONY: demo test lint format build venv sam-venv clean
 
 demo: $(STAMP)  ## run the router on sample events against the local stack
-	$(PY) -m breedfilter.demo
+	$(PY) -m breedfilter.demo $(ARGS)
 
 test: $(STAMP)  ## run all tests
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -18,7 +18,6 @@ import random
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 from breedfilter.endpoint_server import EndpointServer
@@ -35,7 +34,7 @@ def demo_images(per_label: int, seed: int = 7) -> list[tuple[str, bytes, str | N
     """(key, bytes, true label or None for bad input): coloured photos-to-be plus deliberate bad input."""
     from PIL import Image, ImageDraw
 
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - picture variety, not security
     images: list[tuple[str, bytes, str | None]] = []
     base = {"red": (200, 40, 40), "green": (40, 170, 60), "blue": (40, 60, 190)}
     for label in LABELS:
@@ -133,7 +132,9 @@ def summarise(items: list[dict[str, Any]], images: list[tuple[str, bytes, str | 
         "items": len(items),
         "by_status": dict(by_status),
         "per_label": dict(sorted(per_label.items())),
-        "review": sorted((i["source_key"], i["top_label"], float(i["confidence"])) for i in items if i["status"] == "REVIEW"),
+        "review": sorted(
+            (i["source_key"], i["top_label"], float(i["confidence"])) for i in items if i["status"] == "REVIEW"
+        ),
         "rejected": sorted((i["source_key"], i["reason"], i["detail"]) for i in items if i["status"] == "REJECTED"),
         "accuracy_sorted": (correct / len(sorted_items)) if sorted_items else None,
         "sorted_count": len(sorted_items),
@@ -155,13 +156,16 @@ def export(aws: LocalAws, bucket: str, items: list[dict[str, Any]]) -> None:
 
 def print_summary(summary: dict[str, Any], names: Any) -> None:
     print()
-    print(f"{summary['objects']} objects -> {summary['items']} results items: " + ", ".join(
-        f"{count} {status}" for status, count in sorted(summary["by_status"].items())
-    ))
+    print(
+        f"{summary['objects']} objects -> {summary['items']} results items: "
+        + ", ".join(f"{count} {status}" for status, count in sorted(summary["by_status"].items()))
+    )
     print("sorted per label: " + ", ".join(f"{label} {n}" for label, n in summary["per_label"].items()))
     if summary["accuracy_sorted"] is not None:
-        print(f"accuracy of sorted images against their known labels: {summary['accuracy_sorted']:.1%} "
-              f"({summary['sorted_count']} images)")
+        print(
+            f"accuracy of sorted images against their known labels: {summary['accuracy_sorted']:.1%} "
+            f"({summary['sorted_count']} images)"
+        )
     print(f"review ({len(summary['review'])}): below the confidence threshold, top guess kept")
     for key, label, confidence in summary["review"]:
         print(f"  {key:40s} top guess {label} ({confidence:.2f})")
@@ -170,8 +174,10 @@ def print_summary(summary: dict[str, Any], names: Any) -> None:
         print(f"  {key:40s} {reason}: {detail[:70]}")
     print(f"inbox left: {len(summary['inbox_left'])} objects; dead-letter queue: {summary['dlq_depth']} messages")
     print()
-    print(f"where things went: s3://{names.sorted_bucket}/<label>/, review/, rejected/ ; "
-          f"decisions in DynamoDB table {names.results_table}")
+    print(
+        f"where things went: s3://{names.sorted_bucket}/<label>/, review/, rejected/ ; "
+        f"decisions in DynamoDB table {names.results_table}"
+    )
     print(f"  copied out before the twin stopped: {OUT_DIR / 'sorted'}/ and {OUT_DIR / 'results.json'}")
     print(f"demo wall time: {summary['wall_seconds']} s; all local servers stopped.")
     print("next: `make test` runs every test; README.md has the cloud path (sam build / sam deploy).")

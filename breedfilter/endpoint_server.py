@@ -20,9 +20,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-CONTENT_TYPES = frozenset(
-    {"image/jpeg", "image/png", "image/webp", "application/x-image", "application/octet-stream"}
-)
+CONTENT_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "application/x-image", "application/octet-stream"})
 MAX_BODY_BYTES = 6 * 1024 * 1024  # SageMaker real-time InvokeEndpoint's payload limit
 _RUNTIME_PATH = re.compile(r"^/endpoints/(?P<name>[^/]+)/invocations$")
 

@@ -23,7 +23,11 @@ from moto.server import ThreadedMotoServer
 from breedfilter.template import StackTemplate
 
 REGION = "us-east-1"
-FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing"}
+FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+}
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,12 @@ def free_port() -> int:
 
 def aws_environment(moto_url: str, endpoint_url: str | None = None) -> dict[str, str]:
     """Fake credentials and local endpoints: everything boto3 needs to never reach AWS."""
-    env = {**FAKE_CREDENTIALS, "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION, "AWS_ENDPOINT_URL": moto_url}
+    env = {
+        **FAKE_CREDENTIALS,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "AWS_ENDPOINT_URL": moto_url,
+    }
     if endpoint_url:
         env["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] = endpoint_url
     return env
@@ -91,7 +100,7 @@ class LocalAws:
 
     def reset(self) -> None:
         """Forget every resource (moto's reset API), for a clean slate between tests."""
-        request = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")
+        request = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")  # noqa: S310 - loopback
         with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - loopback URL we built
             pass
 
@@ -140,7 +149,9 @@ class LocalAws:
             s3.put_bucket_versioning(Bucket=names.inbox_bucket, VersioningConfiguration={"Status": "Enabled"})
         s3.put_bucket_notification_configuration(
             Bucket=names.inbox_bucket,
-            NotificationConfiguration={"QueueConfigurations": [{"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*"]}]},
+            NotificationConfiguration={
+                "QueueConfigurations": [{"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*"]}]
+            },
         )
         _drain_test_event(sqs, queue_url)
 

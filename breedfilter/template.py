@@ -19,8 +19,13 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE_PATH = REPO_ROOT / "template.yaml"
-_PSEUDO = {"AWS::Region": "us-east-1", "AWS::AccountId": "123456789012", "AWS::Partition": "aws",
-           "AWS::StackName": "breedfilter-local", "AWS::URLSuffix": "amazonaws.com"}
+_PSEUDO = {
+    "AWS::Region": "us-east-1",
+    "AWS::AccountId": "123456789012",
+    "AWS::Partition": "aws",
+    "AWS::StackName": "breedfilter-local",
+    "AWS::URLSuffix": "amazonaws.com",
+}
 
 
 class _CfnLoader(yaml.SafeLoader):
@@ -94,7 +99,7 @@ class StackTemplate:
             return [self.resolve(v, resources) for v in value]
         if not isinstance(value, dict) or len(value) != 1:
             return value
-        (fn, arg), = value.items()
+        ((fn, arg),) = value.items()
         if fn == "Ref":
             return self._ref(arg, resources)
         if fn == "Fn::GetAtt":
@@ -118,7 +123,7 @@ class StackTemplate:
 
     def condition(self, name_or_expr: Any, resources: dict[str, str]) -> bool:
         expr = self.document["Conditions"][name_or_expr] if isinstance(name_or_expr, str) else name_or_expr
-        (fn, arg), = expr.items()
+        ((fn, arg),) = expr.items()
         if fn == "Fn::Equals":
             left, right = (self.resolve(v, resources) for v in arg)
             return str(left) == str(right)
@@ -146,6 +151,11 @@ class StackTemplate:
 
 if __name__ == "__main__":
     template = StackTemplate.load()
-    local = {"SortedBucket": "sorted", "ResultsTable": "results", "IdempotencyTable": "idem", "Endpoint": "ep"}
+    local = {
+        "SortedBucket": "sorted",
+        "ResultsTable": "results",
+        "IdempotencyTable": "idem",
+        "Endpoint": "ep",
+    }
     print(json.dumps(template.function_environment("RouterFunction", local), indent=2))
     print(json.dumps(template.table_definition("ResultsTable"), indent=2))

@@ -149,7 +149,9 @@ def build_harness(
 
 
 @pytest.fixture
-def harness(local_aws: LocalAws, endpoint: EndpointServer, model: ScriptedModel, monkeypatch: pytest.MonkeyPatch) -> Harness:
+def harness(
+    local_aws: LocalAws, endpoint: EndpointServer, model: ScriptedModel, monkeypatch: pytest.MonkeyPatch
+) -> Harness:
     return build_harness(local_aws, endpoint, model, monkeypatch)
 
 

@@ -87,8 +87,7 @@ def test_below_threshold_goes_to_review_with_reason_and_detail() -> None:
     assert d["top_label"] == "Beagle"
     assert d["confidence"] == 0.41
     assert d["reason"] == BELOW_THRESHOLD
-    assert "0.410" in d["detail"]
-    assert "0.600" in d["detail"]
+    assert d["detail"] == "top probability 0.41 < threshold 0.6"
     assert [p["label"] for p in d["top_k"]] == ["Beagle", "Harrier", "Basset Hound"]
 
 
@@ -307,6 +306,8 @@ def test_metadata_is_ascii_header_safe_and_reversible(key: str) -> None:
 
 @pytest.mark.parametrize("char", ["ü", "狗", "\U0001f436", "a"])
 def test_metadata_stays_under_two_kilobytes_for_a_1000_character_key(char: str) -> None:
+    from urllib.parse import quote, unquote
+
     key = "uploads/" + char * 1000
     source = SourceObject("inbox", key, version_id="v" * 32)
     meta = object_metadata(source, decide(prediction(("Beagle", 0.3))))
@@ -317,4 +318,17 @@ def test_metadata_stays_under_two_kilobytes_for_a_1000_character_key(char: str) 
     assert meta["breedfilter-status"] == "REVIEW"
     assert meta["breedfilter-reason"] == "below_threshold"
     assert meta["breedfilter-source-revision"] == "v:" + "v" * 32
-    assert meta["breedfilter-source-key"]
+    # The key is kept whole when it fits once escaped, else left out (the results item keeps it): never cut.
+    if "breedfilter-source-key" in meta:
+        assert unquote(meta["breedfilter-source-key"]) == key
+    else:
+        assert len(quote(key, safe=" /:.,()-_")) + metadata_bytes(meta) > MAX_METADATA_BYTES
+
+
+def test_metadata_source_key_round_trips_when_it_fits() -> None:
+    from urllib.parse import unquote
+
+    key = "uploads/my dog Ünïcødé 狗 🐶.jpg"
+    meta = object_metadata(SourceObject("inbox", key, etag="e"), decide(prediction(("Beagle", 0.9))))
+    assert meta["breedfilter-source-key"].isascii()
+    assert unquote(meta["breedfilter-source-key"]) == key

@@ -288,9 +288,7 @@ def test_encoded_keys_arrive_encoded_and_decode_to_spaces_plus_and_unicode() -> 
     assert "uploads/my+dog+photo.jpg" in raw_keys
     assert "uploads/c%2B%2B+%26+friends%2B1.png" in raw_keys
     assert "hunde/M%C3%BCller%27s+Dackel.jpg" in raw_keys
-    decoded = [
-        parse_sqs_body(record["body"])[0].key for record in load("sqs-s3-encoded-keys.json")["Records"]
-    ]
+    decoded = [parse_sqs_body(record["body"])[0].key for record in load("sqs-s3-encoded-keys.json")["Records"]]
     assert "uploads/c++ & friends+1.png" in decoded
     assert "hunde/M\u00fcller's Dackel.jpg" in decoded
     assert "\u72d7/\u67f4\u72ac.webp" in decoded
@@ -339,9 +337,7 @@ def test_sqs_records_are_aws_shaped(name: str) -> None:
 
 def test_s3_records_are_aws_shaped() -> None:
     records = all_s3_records()
-    expected_count = sum(
-        len(group) for groups in EXPECTED.values() for group in groups if group is not PoisonMessage
-    )
+    expected_count = sum(len(group) for groups in EXPECTED.values() for group in groups if group is not PoisonMessage)
     assert len(records) == expected_count
     for name, record in records:
         assert record["eventVersion"] == "2.1", name
@@ -477,8 +473,7 @@ def test_revision_prefers_version_id_over_etag() -> None:
     assert SourceObject(BUCKET, "k.jpg", etag="etag-1").revision == "e:etag-1"
     # Same key, different bytes: two sources.
     assert (
-        SourceObject(BUCKET, "k.jpg", etag="etag-1").source_id
-        != SourceObject(BUCKET, "k.jpg", etag="etag-2").source_id
+        SourceObject(BUCKET, "k.jpg", etag="etag-1").source_id != SourceObject(BUCKET, "k.jpg", etag="etag-2").source_id
     )
 
 

@@ -9,12 +9,12 @@ import time
 
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
+
+from breedfilter.lambda_runtime import LambdaContext
 from routing.endpoint import EndpointClient
 from routing.pipeline import Router
 from routing.results import ResultsTable
 from routing.settings import ConfigError
-
-from breedfilter.lambda_runtime import LambdaContext
 from tests.images import image_bytes
 
 
@@ -195,3 +195,23 @@ def test_endpoint_attempts_are_capped_at_endpoint_max_attempts(harness):
     assert len(harness.model.calls) == 3  # three attempts in all, the first included
     harness.drain()
     assert_converged(harness, "busy.jpg", "red")
+
+
+def test_records_that_could_outlast_the_invocation_return_to_the_queue(make_harness):
+    """With 5 s left and a worst case of 3 x (1 s + 1 s) + 2 s = 8 s per image, only the batch's first record
+    runs; the others fail fast (no Lambda timeout of the whole batch) and are routed on redelivery."""
+    harness = make_harness(env={"ENDPOINT_TIMEOUT_SECONDS": "1", "ENDPOINT_MAX_ATTEMPTS": "3"})
+    for colour in ("red", "green", "blue"):
+        harness.put(f"{colour}.jpg", image_bytes(colour))
+    messages = harness.sqs.receive_message(QueueUrl=harness.stack.queue_url, MaxNumberOfMessages=10)["Messages"]
+    assert len(messages) == 3
+    event = {"Records": [harness.source._record(m) for m in messages]}
+    response = harness.handler(event, LambdaContext(timeout_seconds=5.0))
+    assert len(response["batchItemFailures"]) == 2
+    assert len(harness.items()) == 1
+    for message in messages:
+        harness.sqs.change_message_visibility(
+            QueueUrl=harness.stack.queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+        )
+    harness.drain()  # the poller's invocations have the template's 60 s
+    assert harness.keys(harness.sorted) == ["blue/blue.jpg", "green/green.jpg", "red/red.jpg"]

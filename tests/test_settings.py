@@ -73,6 +73,12 @@ def test_values_with_surrounding_whitespace_are_parsed() -> None:
     assert settings.top_k == 4
 
 
+def test_whitespace_only_values_give_the_defaults() -> None:
+    settings = Settings.from_env(env(TOP_K="   ", CONFIDENCE_THRESHOLD="\t"))
+    assert settings.top_k == 3
+    assert settings.confidence_threshold == 0.6
+
+
 def test_unrelated_variables_are_ignored() -> None:
     settings = Settings.from_env(env(POWERTOOLS_SERVICE_NAME="breedfilter-router", PATH="/usr/bin"))
     assert settings == Settings.from_env(dict(REQUIRED))
@@ -115,9 +121,7 @@ def test_non_numeric_value_names_the_variable(name: str, value: str) -> None:
     assert name in str(caught.value)
 
 
-@pytest.mark.parametrize(
-    "name", ["MAX_IMAGE_BYTES", "TOP_K", "ENDPOINT_MAX_ATTEMPTS", "IDEMPOTENCY_TTL_SECONDS"]
-)
+@pytest.mark.parametrize("name", ["MAX_IMAGE_BYTES", "TOP_K", "ENDPOINT_MAX_ATTEMPTS", "IDEMPOTENCY_TTL_SECONDS"])
 def test_integer_variables_refuse_fractions(name: str) -> None:
     with pytest.raises(ConfigError) as caught:
         Settings.from_env(env(**{name: "3.5"}))

@@ -104,9 +104,7 @@ def test_template_defaults_match_the_code_defaults(template: StackTemplate) -> N
     env = template.function_environment("RouterFunction", LOCAL_NAMES)
     env["ENDPOINT_NAME"] = "breedfilter-classifier"
     from_template = Settings.from_env(env)
-    code_defaults = {
-        f.name: f.default for f in dataclasses.fields(Settings) if f.default is not dataclasses.MISSING
-    }
+    code_defaults = {f.name: f.default for f in dataclasses.fields(Settings) if f.default is not dataclasses.MISSING}
     assert code_defaults
     for field, default in code_defaults.items():
         assert getattr(from_template, field) == default, field
@@ -144,9 +142,7 @@ def router_statements(template: StackTemplate) -> list[dict[str, Any]]:
     statements = []
     for policy in router(template).get("Policies", []):
         assert isinstance(policy, dict), f"managed policy {policy!r} on the router: use scoped statements"
-        assert "Statement" in policy, (
-            f"SAM policy template {sorted(policy)} on the router: use scoped statements"
-        )
+        assert "Statement" in policy, f"SAM policy template {sorted(policy)} on the router: use scoped statements"
         statements += as_list(policy["Statement"])
     return statements
 
@@ -207,9 +203,7 @@ def test_queue_visibility_is_at_least_six_times_every_allowed_timeout(template: 
 def test_queue_and_function_follow_the_timeout_parameter(template: StackTemplate) -> None:
     assert router(template)["Timeout"] == {"Ref": "FunctionTimeoutSeconds"}
     visibility = template.resource("InboxQueue")["Properties"]["VisibilityTimeout"]
-    assert visibility == {
-        "Fn::FindInMap": ["QueueVisibility", {"Ref": "FunctionTimeoutSeconds"}, "VisibilityTimeout"]
-    }
+    assert visibility == {"Fn::FindInMap": ["QueueVisibility", {"Ref": "FunctionTimeoutSeconds"}, "VisibilityTimeout"]}
     default = template.parameter_default("FunctionTimeoutSeconds")
     assert int(template.resolve(visibility, LOCAL_NAMES)) >= 6 * int(default)
 
@@ -320,9 +314,7 @@ def test_bucket_policy_denies_insecure_transport(template: StackTemplate, bucket
 
 
 def test_inbox_notifies_the_inbox_queue_of_created_objects(template: StackTemplate) -> None:
-    queues = template.resource("InboxBucket")["Properties"]["NotificationConfiguration"][
-        "QueueConfigurations"
-    ]
+    queues = template.resource("InboxBucket")["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
     assert {"Event": "s3:ObjectCreated:*", "Queue": {"Fn::GetAtt": ["InboxQueue", "Arn"]}} in [
         {"Event": q["Event"], "Queue": q["Queue"]} for q in queues
     ]
@@ -403,3 +395,12 @@ def test_router_sources_import_no_heavy_modules() -> None:
         heavy = modules & HEAVY_MODULES
         assert not heavy, f"{path.relative_to(REPO_ROOT)} imports {sorted(heavy)}"
     assert {"boto3", "aws_lambda_powertools", "routing"} <= all_imports  # the scan saw real imports
+
+
+def test_one_image_worst_case_fits_the_shortest_function_timeout() -> None:
+    """A hung endpoint must not be able to time out the function on a single image."""
+    template = StackTemplate.load()
+    env = template.function_environment("RouterFunction", LOCAL_NAMES)
+    settings = Settings.from_env({**env, "ENDPOINT_NAME": "ep"})
+    allowed = template.document["Parameters"]["FunctionTimeoutSeconds"]["AllowedValues"]
+    assert settings.worst_case_seconds_per_image() < min(int(v) for v in allowed)

@@ -9,6 +9,7 @@ succeeds or fails alone (``ReportBatchItemFailures``): a failed one returns to t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -29,7 +30,7 @@ from routing.events import (
     parse_s3_records,
     parse_sqs_body,
 )
-from routing.pipeline import RouteResult, Router
+from routing.pipeline import Router, RouteResult
 from routing.settings import Settings
 
 logger = Logger()
@@ -84,12 +85,38 @@ def record_outcome(result: RouteResult) -> None:
             metric.add_dimension(name="status", value=item["status"])
             metric.add_dimension(name="label", value=str(category))
     if "endpoint_latency_ms" in item:
-        metrics.add_metric(name="EndpointLatency", unit=MetricUnit.Milliseconds, value=float(item["endpoint_latency_ms"]))
+        metrics.add_metric(
+            name="EndpointLatency", unit=MetricUnit.Milliseconds, value=float(item["endpoint_latency_ms"])
+        )
 
 
-def handle_sqs_record(record: SQSRecord) -> list[str]:
-    router = router_for(Settings.from_env())
+class OutOfTime(RuntimeError):
+    """Too little of the invocation is left to route another image safely: the record returns to the queue."""
+
+
+@dataclass
+class TimeBudget:
+    """Fail a record fast, rather than let Lambda time out the whole batch, when a hung endpoint could not
+    finish it in time. The first record of a batch always runs, so a tight configuration still progresses."""
+
+    settings: Settings
+    context: LambdaContext
+    admitted: int = 0
+
+    def admit(self) -> None:
+        self.admitted += 1
+        if self.admitted == 1:
+            return
+        left = self.context.get_remaining_time_in_millis() / 1000.0
+        needed = self.settings.worst_case_seconds_per_image()
+        if left < needed:
+            raise OutOfTime(f"{left:.1f}s left in this invocation, {needed:.1f}s needed in the worst case")
+
+
+def handle_sqs_record(record: SQSRecord, budget: TimeBudget) -> list[str]:
+    router = router_for(budget.settings)
     logger.append_keys(sqs_message_id=record.message_id)
+    budget.admit()
     try:
         sources = parse_sqs_body(record.body)
     except PoisonMessage as exc:
@@ -102,11 +129,16 @@ def handle_sqs_record(record: SQSRecord) -> list[str]:
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    router = router_for(Settings.from_env())  # fails the whole batch, loudly, on a bad configuration
+    settings = Settings.from_env()  # fails the whole batch, loudly, on a bad configuration
+    router = router_for(settings)
     router.idempotency_config.register_lambda_context(context)
     if is_sqs_event(event):
+        budget = TimeBudget(settings, context)
         return process_partial_response(
-            event=event, record_handler=handle_sqs_record, processor=processor, context=context
+            event=event,
+            record_handler=lambda record: handle_sqs_record(record, budget),
+            processor=processor,
+            context=context,
         )
     if is_direct_s3_event(event):  # S3 -> Lambda directly: failures raise, Lambda's async retries apply
         outcomes = [route_source(router, s).outcome for s in parse_s3_records(event["Records"])]

@@ -75,7 +75,7 @@ def from_prediction(
         decision["label"] = top["label"]
     else:
         decision["reason"] = BELOW_THRESHOLD
-        decision["detail"] = f"top probability {top['probability']:.3f} < threshold {threshold:.3f}"
+        decision["detail"] = f"top probability {top['probability']:.6g} < threshold {threshold:.6g}"
     return decision
 
 

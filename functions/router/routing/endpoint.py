@@ -11,6 +11,7 @@ the router turns into a ``rejected/`` decision, never a retry.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from typing import Any
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+
+from routing.settings import CONNECT_TIMEOUT_SECONDS
 
 
 class EndpointRejected(Exception):
@@ -45,7 +48,7 @@ class Prediction:
 def make_client(timeout_seconds: float, max_attempts: int) -> Any:
     """A sagemaker-runtime client; ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`` points it at a local server."""
     config = Config(
-        connect_timeout=min(5.0, timeout_seconds),
+        connect_timeout=min(CONNECT_TIMEOUT_SECONDS, timeout_seconds),
         read_timeout=timeout_seconds,
         retries={"mode": "standard", "total_max_attempts": max_attempts},  # the first call included
     )
@@ -61,7 +64,10 @@ class EndpointClient:
         started = time.perf_counter()
         try:
             response = self._client.invoke_endpoint(
-                EndpointName=self.endpoint_name, Body=body, ContentType=content_type, Accept="application/json"
+                EndpointName=self.endpoint_name,
+                Body=body,
+                ContentType=content_type,
+                Accept="application/json",
             )
             payload = response["Body"].read()
         except ClientError as exc:
@@ -98,27 +104,26 @@ def _reason_from(original: str) -> str:
 
 
 def parse_answer(payload: bytes, latency_ms: float) -> Prediction:
+    """The contract's answer, ranked; anything else is EndpointUnavailable (retried, then the DLQ)."""
     try:
         answer = json.loads(payload)
-        predictions = answer["predictions"]
-        ranked = sorted(
-            (
-                {"label": str(p["label"]), "index": int(p["index"]), "probability": float(p["probability"])}
-                for p in predictions
-            ),
-            key=lambda p: p["probability"],
-            reverse=True,
-        )
+        ranked = sorted((_prediction(p) for p in answer["predictions"]), key=lambda p: p["probability"], reverse=True)
         model = answer.get("model") or {}
-    except (ValueError, KeyError, TypeError) as exc:
+        model = {"name": str(model.get("name", "unknown")), "version": str(model.get("version", "unknown"))}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise EndpointUnavailable(f"endpoint answer outside the contract: {exc!r}: {payload[:200]!r}") from exc
     if not ranked:
         raise EndpointUnavailable("endpoint answered with no predictions")
-    return Prediction(
-        predictions=ranked,
-        model={"name": str(model.get("name", "unknown")), "version": str(model.get("version", "unknown"))},
-        latency_ms=latency_ms,
-    )
+    return Prediction(predictions=ranked, model=model, latency_ms=latency_ms)
+
+
+def _prediction(raw: dict[str, Any]) -> dict[str, Any]:
+    label, probability = str(raw["label"]).strip(), float(raw["probability"])
+    if not label:
+        raise ValueError("empty label")
+    if not (math.isfinite(probability) and 0.0 <= probability <= 1.0):
+        raise ValueError(f"probability {probability} outside [0, 1]")
+    return {"label": label, "index": int(raw["index"]), "probability": probability}
 
 
 if __name__ == "__main__":

@@ -75,7 +75,8 @@ class Router:
         self.s3 = s3 or boto3.client("s3", config=Config(retries={"mode": "standard", "total_max_attempts": 5}))
         self.results = results or ResultsTable(settings.results_table)
         self.endpoint = endpoint or EndpointClient(
-            make_client(settings.endpoint_timeout_seconds, settings.endpoint_max_attempts), settings.endpoint_name
+            make_client(settings.endpoint_timeout_seconds, settings.endpoint_max_attempts),
+            settings.endpoint_name,
         )
         self.idempotency_config = IdempotencyConfig(expires_after_seconds=settings.idempotency_ttl_seconds)
         self._decide_once = idempotent_function(
@@ -197,7 +198,10 @@ class Router:
 
     def copy(self, source: SourceObject, where: Located, decision: dict[str, Any], destination: str) -> None:
         copy_source = {"Bucket": source.bucket, "Key": source.key}
-        extra: dict[str, Any] = {"MetadataDirective": "REPLACE", "Metadata": object_metadata(source, decision)}
+        extra: dict[str, Any] = {
+            "MetadataDirective": "REPLACE",
+            "Metadata": object_metadata(source, decision),
+        }
         if where.content_type:
             extra["ContentType"] = where.content_type
         if where.version_id:
@@ -240,9 +244,8 @@ def object_metadata(source: SourceObject, decision: dict[str, Any]) -> dict[str,
         "breedfilter-source-key": source.key,
     }
     meta = {k: quote(str(v), safe=" /:.,()-_") for k, v in meta.items() if v}
-    while sum(len(k) + len(v) for k, v in meta.items()) > MAX_METADATA_BYTES:
-        longest = max(meta, key=lambda k: len(meta[k]))
-        meta[longest] = meta[longest][: len(meta[longest]) // 2]
+    if sum(len(k) + len(v) for k, v in meta.items()) > MAX_METADATA_BYTES:
+        del meta["breedfilter-source-key"]  # a very long unicode key: the results item keeps it whole
     return meta
 
 

@@ -1,15 +1,19 @@
 """Router settings, read from the environment that template.yaml gives the function.
 
-    python -c "import routing.settings as s; print(s.Settings.from_env())"   # from functions/router
+python -c "import routing.settings as s; print(s.Settings.from_env())"   # from functions/router
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 DEFAULT_MAX_IMAGE_BYTES = 4 * 1024 * 1024  # SageMaker serverless payloads cap at 4 MB, real-time at 6 MB
+INVOKE_ENDPOINT_MAX_BYTES = 6 * 1024 * 1024
+MAX_TOP_K = 20
+CONNECT_TIMEOUT_SECONDS = 2.0
 
 
 class ConfigError(RuntimeError):
@@ -38,13 +42,13 @@ class Settings:
             "idempotency_table": "IDEMPOTENCY_TABLE",
             "endpoint_name": "ENDPOINT_NAME",
         }
-        missing = [var for var in required.values() if not env.get(var)]
+        missing = [var for var in required.values() if not env.get(var, "").strip()]
         if missing:
             raise ConfigError(
                 f"router is missing environment variable(s) {', '.join(missing)}; "
                 "template.yaml sets them on the deployed function and the local twin sets them locally"
             )
-        values: dict[str, object] = {field: env[var] for field, var in required.items()}
+        values: dict[str, object] = {field: env[var].strip() for field, var in required.items()}
         optional = {
             "confidence_threshold": ("CONFIDENCE_THRESHOLD", float),
             "max_image_bytes": ("MAX_IMAGE_BYTES", int),
@@ -67,11 +71,23 @@ class Settings:
     def check(self) -> None:
         if not 0.0 <= self.confidence_threshold <= 1.0:
             raise ConfigError(f"CONFIDENCE_THRESHOLD must be within [0, 1], got {self.confidence_threshold}")
-        if self.max_image_bytes <= 0:
-            raise ConfigError(f"MAX_IMAGE_BYTES must be positive, got {self.max_image_bytes}")
-        if self.top_k < 1:
-            raise ConfigError(f"TOP_K must be at least 1, got {self.top_k}")
-        if self.endpoint_timeout_seconds <= 0 or self.endpoint_max_attempts < 1:
-            raise ConfigError("ENDPOINT_TIMEOUT_SECONDS must be > 0 and ENDPOINT_MAX_ATTEMPTS >= 1")
+        if not 0 < self.max_image_bytes <= INVOKE_ENDPOINT_MAX_BYTES:
+            raise ConfigError(
+                f"MAX_IMAGE_BYTES must be within 1..{INVOKE_ENDPOINT_MAX_BYTES} (InvokeEndpoint's payload limit), "
+                f"got {self.max_image_bytes}"
+            )
+        if not 1 <= self.top_k <= MAX_TOP_K:
+            raise ConfigError(f"TOP_K must be within 1..{MAX_TOP_K}, got {self.top_k}")
+        if not (math.isfinite(self.endpoint_timeout_seconds) and self.endpoint_timeout_seconds > 0):
+            raise ConfigError(
+                f"ENDPOINT_TIMEOUT_SECONDS must be a finite number > 0, got {self.endpoint_timeout_seconds}"
+            )
+        if self.endpoint_max_attempts < 1:
+            raise ConfigError(f"ENDPOINT_MAX_ATTEMPTS must be at least 1, got {self.endpoint_max_attempts}")
         if self.idempotency_ttl_seconds < 60:
             raise ConfigError(f"IDEMPOTENCY_TTL_SECONDS must be at least 60, got {self.idempotency_ttl_seconds}")
+
+    def worst_case_seconds_per_image(self) -> float:
+        """How long one image can take when the endpoint hangs: every attempt times out, plus S3/DynamoDB."""
+        per_attempt = self.endpoint_timeout_seconds + min(CONNECT_TIMEOUT_SECONDS, self.endpoint_timeout_seconds)
+        return self.endpoint_max_attempts * per_attempt + 2.0

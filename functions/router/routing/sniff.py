@@ -1,6 +1,6 @@
 """Tell an image from anything else by its first bytes, without decoding it (no Pillow in the Lambda).
 
-    python -m routing.sniff FILE...      # from functions/router: prints what each file is
+python -m routing.sniff FILE...      # from functions/router: prints what each file is
 """
 
 from __future__ import annotations
@@ -32,17 +32,33 @@ def sniff(head: bytes) -> Sniffed | None:
         return Sniffed("webp", "image/webp", True)
     if head[:6] in (b"GIF87a", b"GIF89a"):
         return Sniffed("gif", _X_IMAGE, True)
-    if head[:2] == b"BM" and len(head) >= 14:
+    if head[:2] == b"BM" and _plausible_bmp(head):
         return Sniffed("bmp", _X_IMAGE, True)
     if head[:4] in (b"II*\x00", b"MM\x00*"):
         return Sniffed("tiff", _X_IMAGE, True)
     if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in (b"avif", b"avis"):
+        # An image only if the major brand says so (videos may list "mif1" among compatible brands); the
+        # compatible brands then tell AVIF from HEIC, since an AVIF may declare the generic "mif1" first.
+        major = head[8:12]
+        box_end = min(len(head), int.from_bytes(head[:4], "big") or len(head))
+        compatible = {head[i : i + 4] for i in range(16, box_end - 3, 4)}
+        if major in _AVIF_BRANDS or (major in _HEIF_BRANDS and compatible & _AVIF_BRANDS):
             return Sniffed("avif", "image/avif", False)
-        if brand in (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"):
+        if major in _HEIF_BRANDS:
             return Sniffed("heic", "image/heic", False)
     return None
+
+
+_AVIF_BRANDS = {b"avif", b"avis"}
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
+
+
+_BMP_HEADER_SIZES = {12, 16, 40, 52, 56, 64, 108, 124}
+
+
+def _plausible_bmp(head: bytes) -> bool:
+    """``BM`` alone matches text ("BMW..."): also require zero reserved bytes and a known DIB header size."""
+    return len(head) >= 18 and head[6:10] == b"\0\0\0\0" and int.from_bytes(head[14:18], "little") in _BMP_HEADER_SIZES
 
 
 if __name__ == "__main__":
