@@ -16,8 +16,10 @@ import json
 import os
 import random
 import sys
+import textwrap
 import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 from breedfilter.endpoint_server import EndpointServer
@@ -77,39 +79,61 @@ def run(per_label: int, verbose: bool) -> dict[str, Any]:
         if not verbose:  # the router's JSON logs and EMF metrics are for CloudWatch; --verbose shows them
             env.update(POWERTOOLS_LOG_LEVEL="WARNING", POWERTOOLS_METRICS_DISABLED="true")
         env["POWERTOOLS_TRACE_DISABLED"] = "true"
-        os.environ.update(env)
-        names = stack.names
-        print(f"local AWS (moto) at {aws.url}; endpoint {names.endpoint_name} at {endpoint.url}")
-        print("  model: a stand-in that names an image's dominant colour (red/green/blue); a trained model comes next")
+        with patched_environ(env):
+            return _run_stack(aws, endpoint, stack, per_label, verbose, started)
 
-        s3, sqs = aws.client("s3"), aws.client("sqs")
-        images = demo_images(per_label)
-        for key, body, _ in images:
-            s3.put_object(Bucket=names.inbox_bucket, Key=key, Body=body)
-        duplicate = sqs.receive_message(QueueUrl=stack.queue_url, MaxNumberOfMessages=1)["Messages"][0]
-        sqs.send_message(QueueUrl=stack.queue_url, MessageBody=duplicate["Body"])  # S3 may deliver twice
-        sqs.change_message_visibility(
-            QueueUrl=stack.queue_url, ReceiptHandle=duplicate["ReceiptHandle"], VisibilityTimeout=0
-        )
-        print(f"dropped {len(images)} objects into s3://{names.inbox_bucket}/uploads/ (+1 duplicate notification)")
 
-        source = SqsEventSource(sqs, stack.queue_url, load_handler(), batch_size=10, function_name=names.function_name)
-        with contextlib.redirect_stdout(sys.stdout if verbose else io.StringIO()):  # CloudWatch's EMF lines
-            report = source.drain(max_seconds=120)
-        print(
-            f"router: {report.batches} batches, {report.received} messages, "
-            f"{report.succeeded} succeeded, {report.failed} failed"
-        )
-        items = _items(aws, names.results_table)
-        summary = summarise(items, images, wall=time.monotonic() - started)
-        summary["inbox_left"] = [o["Key"] for o in s3.list_objects_v2(Bucket=names.inbox_bucket).get("Contents", [])]
-        summary["dlq_depth"] = int(
-            sqs.get_queue_attributes(QueueUrl=stack.dlq_url, AttributeNames=["ApproximateNumberOfMessages"])[
-                "Attributes"
-            ]["ApproximateNumberOfMessages"]
-        )
-        export(aws, names.sorted_bucket, items)
-        print_summary(summary, names)
+@contextlib.contextmanager
+def patched_environ(env: dict[str, str]) -> Iterator[None]:
+    """The router reads os.environ, as on Lambda; restore it afterwards so nothing points at stopped servers."""
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _run_stack(
+    aws: LocalAws, endpoint: EndpointServer, stack: Any, per_label: int, verbose: bool, started: float
+) -> dict[str, Any]:
+    names = stack.names
+    print(f"local AWS (moto) at {aws.url}; endpoint {names.endpoint_name} at {endpoint.url}")
+    print("  model: a stand-in that names an image's dominant colour (red/green/blue); a trained model comes next")
+
+    s3, sqs = aws.client("s3"), aws.client("sqs")
+    images = demo_images(per_label)
+    for key, body, _ in images:
+        s3.put_object(Bucket=names.inbox_bucket, Key=key, Body=body)
+    duplicate = sqs.receive_message(QueueUrl=stack.queue_url, MaxNumberOfMessages=1)["Messages"][0]
+    sqs.send_message(QueueUrl=stack.queue_url, MessageBody=duplicate["Body"])  # S3 may deliver twice
+    sqs.change_message_visibility(
+        QueueUrl=stack.queue_url, ReceiptHandle=duplicate["ReceiptHandle"], VisibilityTimeout=0
+    )
+    print(f"dropped {len(images)} objects into s3://{names.inbox_bucket}/uploads/ (+1 duplicate notification)")
+
+    source = SqsEventSource(sqs, stack.queue_url, load_handler(), batch_size=10, function_name=names.function_name)
+    with contextlib.redirect_stdout(sys.stdout if verbose else io.StringIO()):  # CloudWatch's EMF lines
+        report = source.drain(max_seconds=120)
+    print(
+        f"router: {report.batches} batches, {report.received} messages, "
+        f"{report.succeeded} succeeded, {report.failed} failed"
+    )
+    items = _items(aws, names.results_table)
+    summary = summarise(items, images, wall=time.monotonic() - started)
+    summary["inbox_left"] = [o["Key"] for o in s3.list_objects_v2(Bucket=names.inbox_bucket).get("Contents", [])]
+    summary["dlq_depth"] = int(
+        sqs.get_queue_attributes(QueueUrl=stack.dlq_url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"][
+            "ApproximateNumberOfMessages"
+        ]
+    )
+    sorted_keys = [o["Key"] for o in s3.list_objects_v2(Bucket=names.sorted_bucket).get("Contents", [])]
+    summary["one_copy_each"] = len(sorted_keys) == len(items) == len(images) and len(
+        {i["source_key"] for i in items}
+    ) == len(images)
+    export(aws, names.sorted_bucket, items)
+    print_summary(summary, names)
     return summary
 
 
@@ -168,11 +192,15 @@ def print_summary(summary: dict[str, Any], names: Any) -> None:
         )
     print(f"review ({len(summary['review'])}): below the confidence threshold, top guess kept")
     for key, label, confidence in summary["review"]:
-        print(f"  {key:40s} top guess {label} ({confidence:.2f})")
+        print(f"  {key:34s} top guess {label} ({confidence:.2f})")
     print(f"rejected ({len(summary['rejected'])}):")
     for key, reason, detail in summary["rejected"]:
-        print(f"  {key:40s} {reason}: {detail[:70]}")
+        print(f"  {key:34s} {reason}: {textwrap.shorten(detail, 76, placeholder='...')}")
     print(f"inbox left: {len(summary['inbox_left'])} objects; dead-letter queue: {summary['dlq_depth']} messages")
+    print(
+        f"exactly one sorted copy and one results item per object (the duplicate notification did no work): "
+        f"{'yes' if summary['one_copy_each'] else 'NO'}"
+    )
     print()
     print(
         f"where things went: s3://{names.sorted_bucket}/<label>/, review/, rejected/ ; "
