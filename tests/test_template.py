@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import inspect
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,24 +13,11 @@ import pytest
 
 from breedfilter.template import REPO_ROOT, StackTemplate
 from routing.results import BY_LABEL_INDEX, BY_STATUS_INDEX
-from routing.settings import Settings
+from routing.settings import ENV_VARIABLES, REQUIRED_ENV, ConfigError, Settings
 
 ROUTER_DIR = REPO_ROOT / "functions" / "router"
 HEAVY_MODULES = {"torch", "torchvision", "numpy", "PIL", "pillow"}
 
-# Every variable Settings.from_env reads (test_settings_reads_exactly_these keeps this list honest).
-SETTINGS_VARIABLES = {
-    "SORTED_BUCKET",
-    "RESULTS_TABLE",
-    "IDEMPOTENCY_TABLE",
-    "ENDPOINT_NAME",
-    "CONFIDENCE_THRESHOLD",
-    "MAX_IMAGE_BYTES",
-    "TOP_K",
-    "ENDPOINT_TIMEOUT_SECONDS",
-    "ENDPOINT_MAX_ATTEMPTS",
-    "IDEMPOTENCY_TTL_SECONDS",
-}
 
 # Local names for the stack's resources, as the local twin would pass them.
 LOCAL_NAMES = {
@@ -74,15 +60,18 @@ def as_list(value: Any) -> list[Any]:
 # -- (a) environment ----------------------------------------------------------------------------------------
 
 
-def test_settings_reads_exactly_these_variables() -> None:
-    source = inspect.getsource(Settings.from_env)
-    read = set(re.findall(r"\"([A-Z][A-Z0-9_]{2,})\"", source))
-    assert read == SETTINGS_VARIABLES
+def test_settings_reads_every_declared_variable() -> None:
+    """Every variable routing.settings declares is read by from_env (and so must be set by the template)."""
+    valid = dict.fromkeys(REQUIRED_ENV.values(), "x")
+    for var in ENV_VARIABLES:
+        bad = "" if var in REQUIRED_ENV.values() else "not-a-number"
+        with pytest.raises(ConfigError, match=var):
+            Settings.from_env({**valid, var: bad})
 
 
 def test_router_function_sets_every_settings_variable(template: StackTemplate) -> None:
     variables = router(template)["Environment"]["Variables"]
-    missing = SETTINGS_VARIABLES - set(variables)
+    missing = ENV_VARIABLES - set(variables)
     assert not missing, f"RouterFunction does not set {sorted(missing)}"
 
 

@@ -16,6 +16,24 @@ MAX_TOP_K = 20
 CONNECT_TIMEOUT_SECONDS = 2.0
 
 
+# Settings field -> the environment variable template.yaml sets (and its type, for the optional ones).
+REQUIRED_ENV = {
+    "sorted_bucket": "SORTED_BUCKET",
+    "results_table": "RESULTS_TABLE",
+    "idempotency_table": "IDEMPOTENCY_TABLE",
+    "endpoint_name": "ENDPOINT_NAME",
+}
+OPTIONAL_ENV: dict[str, tuple[str, type]] = {
+    "confidence_threshold": ("CONFIDENCE_THRESHOLD", float),
+    "max_image_bytes": ("MAX_IMAGE_BYTES", int),
+    "top_k": ("TOP_K", int),
+    "endpoint_timeout_seconds": ("ENDPOINT_TIMEOUT_SECONDS", float),
+    "endpoint_max_attempts": ("ENDPOINT_MAX_ATTEMPTS", int),
+    "idempotency_ttl_seconds": ("IDEMPOTENCY_TTL_SECONDS", int),
+}
+ENV_VARIABLES = frozenset(REQUIRED_ENV.values()) | {var for var, _ in OPTIONAL_ENV.values()}
+
+
 class ConfigError(RuntimeError):
     """The function's environment is missing a setting or has a bad value."""
 
@@ -36,28 +54,14 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        required = {
-            "sorted_bucket": "SORTED_BUCKET",
-            "results_table": "RESULTS_TABLE",
-            "idempotency_table": "IDEMPOTENCY_TABLE",
-            "endpoint_name": "ENDPOINT_NAME",
-        }
-        missing = [var for var in required.values() if not env.get(var, "").strip()]
+        missing = [var for var in REQUIRED_ENV.values() if not env.get(var, "").strip()]
         if missing:
             raise ConfigError(
                 f"router is missing environment variable(s) {', '.join(missing)}; "
                 "template.yaml sets them on the deployed function and the local twin sets them locally"
             )
-        values: dict[str, object] = {field: env[var].strip() for field, var in required.items()}
-        optional = {
-            "confidence_threshold": ("CONFIDENCE_THRESHOLD", float),
-            "max_image_bytes": ("MAX_IMAGE_BYTES", int),
-            "top_k": ("TOP_K", int),
-            "endpoint_timeout_seconds": ("ENDPOINT_TIMEOUT_SECONDS", float),
-            "endpoint_max_attempts": ("ENDPOINT_MAX_ATTEMPTS", int),
-            "idempotency_ttl_seconds": ("IDEMPOTENCY_TTL_SECONDS", int),
-        }
-        for field, (var, kind) in optional.items():
+        values: dict[str, object] = {field: env[var].strip() for field, var in REQUIRED_ENV.items()}
+        for field, (var, kind) in OPTIONAL_ENV.items():
             raw = env.get(var, "").strip()
             if raw:
                 try:
