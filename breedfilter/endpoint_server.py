@@ -70,6 +70,10 @@ class EndpointServer:
         self._thread.start()
         return self
 
+    def serve_forever(self) -> None:
+        """Serve in the calling thread (the command line); ``start`` serves in the background instead."""
+        self._httpd.serve_forever()
+
     def stop(self) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
@@ -179,9 +183,9 @@ def main() -> None:
     server = EndpointServer(ColourModel(), args.endpoint_name, port=args.port)
     print(f"serving {args.endpoint_name} at {server.url} (Ctrl-C stops)", flush=True)
     try:
-        server._httpd.serve_forever()
+        server.serve_forever()
     except KeyboardInterrupt:
-        server.stop()
+        server._httpd.server_close()
 
 
 if __name__ == "__main__":

@@ -215,3 +215,26 @@ def test_records_that_could_outlast_the_invocation_return_to_the_queue(make_harn
         )
     harness.drain()  # the poller's invocations have the template's 60 s
     assert harness.keys(harness.sorted) == ["blue/blue.jpg", "green/green.jpg", "red/red.jpg"]
+
+
+def test_logs_are_json_with_the_message_as_correlation_id(harness, monkeypatch, request):
+    import io
+
+    import app
+
+    # The Logger keeps the stream and level it was created with (whichever test imported app first).
+    stream = io.StringIO()
+    monkeypatch.setattr(app.logger.registered_handler, "stream", stream)
+    level = app.logger.log_level
+    app.logger.setLevel("INFO")
+    request.addfinalizer(lambda: app.logger.setLevel(level))
+    harness.put("logged.jpg", image_bytes("green"))
+    message = harness.receive_one()
+    harness.invoke({"Records": [harness.source._record(message)]})
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    routed = [line for line in lines if line["message"] == "routed"]
+    assert len(routed) == 1
+    assert routed[0]["correlation_id"] == message["MessageId"]
+    assert routed[0]["source"].startswith(f"s3://{harness.inbox}/logged.jpg#")
+    assert routed[0]["destination"] == f"s3://{harness.sorted}/green/logged.jpg"
+    assert routed[0]["function_request_id"]  # Lambda context injected

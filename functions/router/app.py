@@ -45,11 +45,12 @@ def router_for(settings: Settings) -> Router:
     return Router(settings)
 
 
-@tracer.capture_method
+@tracer.capture_method(capture_response=False)  # results items stay out of traces
 def route_source(router: Router, source: SourceObject) -> RouteResult:
     logger.append_keys(source=source.source_id)
     try:
         result = router.route(source)
+        record_outcome(result)
     except IdempotencyAlreadyInProgressError:
         logger.info("another invocation is routing this object; retrying later")
         raise
@@ -59,7 +60,6 @@ def route_source(router: Router, source: SourceObject) -> RouteResult:
         raise
     finally:
         logger.remove_keys(["source"])
-    record_outcome(result)
     return result
 
 
@@ -115,7 +115,7 @@ class TimeBudget:
 
 def handle_sqs_record(record: SQSRecord, budget: TimeBudget) -> list[str]:
     router = router_for(budget.settings)
-    logger.append_keys(sqs_message_id=record.message_id)
+    logger.set_correlation_id(record.message_id)
     budget.admit()
     try:
         sources = parse_sqs_body(record.body)
@@ -125,7 +125,7 @@ def handle_sqs_record(record: SQSRecord, budget: TimeBudget) -> list[str]:
     return [route_source(router, source).outcome for source in sources]
 
 
-@logger.inject_lambda_context
+@logger.inject_lambda_context(clear_state=True)
 @tracer.capture_lambda_handler
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
