@@ -15,7 +15,14 @@ import pytest
 
 from breedfilter.endpoint_server import EndpointServer
 from breedfilter.lambda_runtime import LambdaContext, load_handler
-from breedfilter.local_aws import FAKE_CREDENTIALS, LocalAws, Stack, aws_environment, router_environment
+from breedfilter.local_aws import (
+    FAKE_CREDENTIALS,
+    LocalAws,
+    Stack,
+    StackNames,
+    aws_environment,
+    router_environment,
+)
 from breedfilter.sqs_poller import PollReport, SqsEventSource
 from breedfilter.stand_in_model import ColourModel
 from tests.endpoint_faults import ScriptedModel
@@ -118,10 +125,11 @@ def build_harness(
     *,
     versioned_inbox: bool = True,
     env: dict[str, str] | None = None,
+    names: StackNames | None = None,
 ) -> Harness:
     local_aws.reset()
     model.reset()
-    stack = local_aws.provision(versioned_inbox=versioned_inbox, max_receive_count=3)
+    stack = local_aws.provision(names, versioned_inbox=versioned_inbox, max_receive_count=3)
     variables = {
         **aws_environment(local_aws.url, endpoint.url),
         **router_environment(stack),
