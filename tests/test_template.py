@@ -143,7 +143,7 @@ def test_router_has_scoped_statements(template: StackTemplate) -> None:
     assert {"dynamodb:GetItem", "dynamodb:PutItem"} <= actions
 
 
-@pytest.mark.parametrize("service", ["s3", "dynamodb", "sagemaker"])
+@pytest.mark.parametrize("service", ["s3", "dynamodb", "sagemaker", "sqs"])
 def test_router_never_grants_data_actions_on_every_resource(template: StackTemplate, service: str) -> None:
     checked = 0
     for statement in router_statements(template):
@@ -201,12 +201,19 @@ def test_queue_and_function_follow_the_timeout_parameter(template: StackTemplate
 
 
 def sqs_events(template: StackTemplate) -> list[dict[str, Any]]:
-    return [e["Properties"] for e in router(template)["Events"].values() if e["Type"] == "SQS"]
+    """The router's SQS triggers: plain event source mappings (SAM's SQS shorthand is not used, see below)."""
+    return [
+        r["Properties"]
+        for r in template.document["Resources"].values()
+        if r["Type"] == "AWS::Lambda::EventSourceMapping"
+        and r["Properties"]["FunctionName"] == {"Ref": "RouterFunction"}
+    ]
 
 
 def test_sqs_event_reports_batch_item_failures_and_caps_concurrency(template: StackTemplate) -> None:
+    assert not router(template).get("Events"), "SAM's SQS event attaches SQS permissions on Resource '*'"
     (event,) = sqs_events(template)
-    assert event["Queue"] == {"Fn::GetAtt": ["InboxQueue", "Arn"]}
+    assert event["EventSourceArn"] == {"Fn::GetAtt": ["InboxQueue", "Arn"]}
     assert "ReportBatchItemFailures" in event["FunctionResponseTypes"]
     concurrency = event["ScalingConfig"]["MaximumConcurrency"]
     assert concurrency == {"Ref": "MaximumConcurrency"}
@@ -393,3 +400,25 @@ def test_one_image_worst_case_fits_the_shortest_function_timeout() -> None:
     settings = Settings.from_env({**env, "ENDPOINT_NAME": "ep"})
     allowed = template.document["Parameters"]["FunctionTimeoutSeconds"]["AllowedValues"]
     assert settings.worst_case_seconds_per_image() < min(int(v) for v in allowed)
+
+
+def test_deployed_role_has_no_managed_policy_granting_data_actions_everywhere(monkeypatch) -> None:
+    """SAM's own transform (offline), as CloudFormation will run it: the router's role gets only the logging
+    and X-Ray managed policies; every data action is in its scoped inline statements."""
+    import copy
+
+    from samtranslator.translator.transform import transform
+
+    class NoManagedPolicies:  # the template names none; SAM adds its own by ARN without looking them up
+        def load(self) -> dict[str, str]:
+            return {}
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    document = copy.deepcopy(StackTemplate.load().document)
+    document["Resources"]["RouterFunction"]["Properties"]["CodeUri"] = "s3://bucket/router.zip"  # as sam package
+    transformed = transform(document, {}, NoManagedPolicies())
+    role = transformed["Resources"]["RouterFunctionRole"]["Properties"]
+    managed = {arn.rsplit("/", 1)[-1] for arn in role.get("ManagedPolicyArns", [])}
+    assert managed == {"AWSLambdaBasicExecutionRole", "AWSXrayWriteOnlyAccess"}
+    mappings = [r for r in transformed["Resources"].values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
+    assert len(mappings) == 1 and mappings[0]["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
