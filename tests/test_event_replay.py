@@ -10,26 +10,13 @@ import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
 from breedfilter.local_aws import StackNames
-from routing.events import is_sqs_event, parse_notification
+from routing.events import parse_notification
 from tests.images import image_bytes
+from tests.sample_events import map_notifications, notifications
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"
 INBOX = "breedfilter-inbox-123456789012-us-east-1"
 SAMPLES = sorted(p for p in EVENTS.glob("*.json") if p.name != "env.json")  # env.json: sam's --env-vars
-
-
-def notifications(event: dict) -> list[dict]:
-    """The S3 notification documents inside an event (SQS bodies, SNS envelopes unwrapped), or the event."""
-    if not is_sqs_event(event):
-        return [event]
-    found = []
-    for record in event["Records"]:
-        try:
-            body = json.loads(record["body"])
-        except ValueError:
-            continue
-        found.append(json.loads(body["Message"]) if body.get("Type") == "Notification" else body)
-    return found
 
 
 def rewrite(event: dict, uploaded: dict[str, dict]) -> dict:
@@ -47,19 +34,7 @@ def rewrite(event: dict, uploaded: dict[str, dict]) -> dict:
                 obj["versionId"] = put["VersionId"]
         return notification
 
-    if not is_sqs_event(event):
-        return fix(event)
-    for record in event["Records"]:
-        try:
-            body = json.loads(record["body"])
-        except ValueError:
-            continue
-        if body.get("Type") == "Notification":
-            body["Message"] = json.dumps(fix(json.loads(body["Message"])))
-        else:
-            body = fix(body)
-        record["body"] = json.dumps(body)
-    return event
+    return map_notifications(event, fix)
 
 
 @pytest.mark.parametrize("path", [p for p in SAMPLES if p.name != "sqs-poison.json"], ids=lambda p: p.name)

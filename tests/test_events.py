@@ -24,6 +24,7 @@ from routing.events import (
     parse_s3_records,
     parse_sqs_body,
 )
+from tests.sample_events import notifications
 
 EVENTS_DIR = Path(__file__).resolve().parents[1] / "events"
 BUCKET = "breedfilter-inbox-123456789012-us-east-1"
@@ -299,21 +300,12 @@ def test_encoded_keys_arrive_encoded_and_decode_to_spaces_plus_and_unicode() -> 
 
 
 def all_s3_records() -> list[tuple[str, dict[str, Any]]]:
-    found = []
-    for name in sorted(EXPECTED):
-        event = load(name)
-        if name in DIRECT_S3_FILES:
-            found += [(name, record) for record in event["Records"]]
-            continue
-        for record in event["Records"]:
-            try:
-                body = json.loads(record["body"])
-            except ValueError:
-                continue
-            if body.get("Type") == "Notification":
-                body = json.loads(body["Message"])
-            found += [(name, r) for r in body.get("Records", [])]
-    return found
+    return [
+        (name, record)
+        for name in sorted(EXPECTED)
+        for notification in notifications(load(name))
+        for record in notification.get("Records", [])
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(set(EXPECTED) - DIRECT_S3_FILES))
