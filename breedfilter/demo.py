@@ -24,7 +24,7 @@ from typing import Any
 
 from breedfilter.endpoint_server import EndpointServer
 from breedfilter.lambda_runtime import load_handler
-from breedfilter.local_aws import LocalAws, aws_environment, router_environment
+from breedfilter.local_aws import LocalAws, aws_environment, router_environment, scan_items
 from breedfilter.sqs_poller import SqsEventSource
 from breedfilter.stand_in_model import LABELS, ColourModel
 from breedfilter.template import REPO_ROOT
@@ -52,18 +52,17 @@ def demo_images(per_label: int, seed: int = 7) -> list[tuple[str, bytes, str | N
             buffer = io.BytesIO()
             image.save(buffer, format=fmt)
             images.append((f"uploads/{label}-{i:02d}.{fmt.lower().replace('jpeg', 'jpg')}", buffer.getvalue(), label))
-    whole = images[0][1]
     images += [
         ("uploads/notes.jpg", b"a text file somebody named .jpg\n", None),
-        ("uploads/truncated.jpg", _jpeg(rng)[:600], None),
+        ("uploads/truncated.jpg", _jpeg()[:600], None),
         ("uploads/empty.png", b"", None),
         ("uploads/phone photo.heic", b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64), None),
-        ("uploads/my dog Ünïcødé 狗.jpg", whole if images[0][0].endswith(".jpg") else _jpeg(rng), "red"),
+        ("uploads/my dog Ünïcødé 狗.jpg", _jpeg(), "red"),
     ]
     return images
 
 
-def _jpeg(rng: random.Random) -> bytes:
+def _jpeg() -> bytes:
     from PIL import Image
 
     buffer = io.BytesIO()
@@ -120,7 +119,7 @@ def _run_stack(
         f"router: {report.batches} batches, {report.received} messages, "
         f"{report.succeeded} succeeded, {report.failed} failed"
     )
-    items = _items(aws, names.results_table)
+    items = scan_items(aws.client("dynamodb"), names.results_table)
     summary = summarise(items, images, wall=time.monotonic() - started)
     summary["inbox_left"] = [o["Key"] for o in s3.list_objects_v2(Bucket=names.inbox_bucket).get("Contents", [])]
     summary["dlq_depth"] = int(
@@ -135,14 +134,6 @@ def _run_stack(
     export(aws, names.sorted_bucket, items)
     print_summary(summary, names)
     return summary
-
-
-def _items(aws: LocalAws, table: str) -> list[dict[str, Any]]:
-    from boto3.dynamodb.types import TypeDeserializer
-
-    deserializer = TypeDeserializer()
-    rows = aws.client("dynamodb").scan(TableName=table)["Items"]
-    return [{k: deserializer.deserialize(v) for k, v in row.items()} for row in rows]
 
 
 def summarise(items: list[dict[str, Any]], images: list[tuple[str, bytes, str | None]], wall: float) -> dict[str, Any]:

@@ -183,6 +183,15 @@ def router_environment(stack: Stack, template: StackTemplate | None = None, **ov
     return env
 
 
+def scan_items(dynamodb: Any, table: str) -> list[dict[str, Any]]:
+    """Every item of a table as plain Python values (a consistent, paginated scan)."""
+    from boto3.dynamodb.types import TypeDeserializer
+
+    deserializer = TypeDeserializer()
+    pages = dynamodb.get_paginator("scan").paginate(TableName=table, ConsistentRead=True)
+    return [{k: deserializer.deserialize(v) for k, v in row.items()} for page in pages for row in page["Items"]]
+
+
 def _queue_arn(sqs: Any, url: str) -> str:
     return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
 

@@ -22,6 +22,7 @@ from breedfilter.local_aws import (
     StackNames,
     aws_environment,
     router_environment,
+    scan_items,
 )
 from breedfilter.sqs_poller import PollReport, SqsEventSource
 from breedfilter.stand_in_model import ColourModel
@@ -87,11 +88,7 @@ class Harness:
         return listing.get("Versions", []) + listing.get("DeleteMarkers", [])
 
     def items(self) -> list[dict[str, Any]]:
-        from boto3.dynamodb.types import TypeDeserializer
-
-        deserializer = TypeDeserializer()
-        rows = self.dynamodb.scan(TableName=self.stack.names.results_table, ConsistentRead=True)["Items"]
-        return [{k: deserializer.deserialize(v) for k, v in row.items()} for row in rows]
+        return scan_items(self.dynamodb, self.stack.names.results_table)
 
     def item_for(self, key: str) -> dict[str, Any]:
         found = [item for item in self.items() if item["source_key"] == key]
