@@ -1,0 +1,177 @@
+"""train.py's options: command-line hyperparameters, with defaults read from SageMaker's environment.
+
+The same flags work everywhere: SageMaker passes hyperparameters as ``--name value`` (booleans as ``True``/
+``False``) and the data and output paths as ``SM_*`` variables; locally they are flags with sensible defaults.
+Two recipes set the defaults: ``finetune`` (what strong references do) and ``naive`` (what most published
+solutions do: frozen backbone, one fixed learning rate, no schedule); any flag given overrides its recipe.
+
+    python training/train.py --help
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "finetune": {
+        "optimizer": "adamw",
+        "lr": 1e-3,
+        "backbone_lr_ratio": 0.1,
+        "unfreeze_epoch": 1,
+        "weight_decay": 0.05,
+        "scheduler": "cosine",
+        "warmup_epochs": 0.5,
+        "label_smoothing": 0.1,
+        "augment": "standard",
+        "grad_clip": 1.0,
+    },
+    "naive": {
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "backbone_lr_ratio": 0.0,
+        "unfreeze_epoch": -1,
+        "weight_decay": 0.0,
+        "scheduler": "constant",
+        "warmup_epochs": 0.0,
+        "label_smoothing": 0.0,
+        "augment": "standard",
+        "grad_clip": 0.0,
+    },
+}
+
+
+def str2bool(value: str | bool) -> bool:
+    """SageMaker sends booleans as strings: True/False, true/false, 1/0, yes/no."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"true", "1", "yes", "on"}:
+        return True
+    if text in {"false", "0", "no", "off"}:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {value!r}")
+
+
+def positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, not {value}")
+    return number
+
+
+def non_negative_float(value: str) -> float:
+    number = float(value)
+    if not number >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, not {value}")
+    return number
+
+
+def positive_float(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, not {value}")
+    return number
+
+
+def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    env = os.environ if env is None else env
+    on_sagemaker = "SM_MODEL_DIR" in env
+    parser = argparse.ArgumentParser(
+        prog="train.py",
+        description="Fine-tune a pretrained CNN on an ImageFolder dataset (train/ valid/ test/); write model.tar.gz.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    data = parser.add_argument_group("data (SageMaker channels: train, valid, test; or one channel holding all three)")
+    data.add_argument("--data", type=Path, default=_channel_root(env), help="dataset root with train/ valid/ test/")
+    for split in ("train", "valid", "test"):
+        data.add_argument(f"--{split}", type=Path, default=_path(env.get(f"SM_CHANNEL_{split.upper()}")))
+    data.add_argument("--verify-images", type=str2bool, default=True, help="decode every image before training")
+    data.add_argument("--skip-bad-images", type=str2bool, default=False, help="skip unreadable images (counted)")
+    data.add_argument("--num-workers", type=int, default=min(os.cpu_count() or 1, 8), help="data loader workers")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", default="resnet50", help="torchvision name (resnet50, efficientnet_b0…) or timm/NAME")
+    model.add_argument("--weights", default="imagenet", help="imagenet, none, or a local state dict file")
+    model.add_argument("--image-size", type=int, default=0, help="crop size (0: the weights' own)")
+    model.add_argument("--channels-last", type=str2bool, default=True)
+
+    recipe = parser.add_argument_group("recipe (defaults from --recipe; any flag overrides)")
+    recipe.add_argument("--recipe", choices=sorted(RECIPES), default="finetune")
+    recipe.add_argument("--epochs", type=positive_int, default=10)
+    recipe.add_argument("--batch-size", type=positive_int, default=32, help="per process")
+    recipe.add_argument("--optimizer", choices=["adamw", "adam", "sgd"])
+    recipe.add_argument("--lr", type=positive_float, help="learning rate of the new head")
+    recipe.add_argument("--backbone-lr-ratio", type=non_negative_float, help="backbone lr = lr × this")
+    recipe.add_argument(
+        "--unfreeze-epoch", type=int, help="train the head alone for this many epochs, then all (-1: never)"
+    )
+    recipe.add_argument("--momentum", type=non_negative_float, default=0.9, help="SGD only")
+    recipe.add_argument("--weight-decay", type=non_negative_float)
+    recipe.add_argument("--scheduler", choices=["cosine", "constant"])
+    recipe.add_argument("--warmup-epochs", type=non_negative_float)
+    recipe.add_argument("--label-smoothing", type=non_negative_float)
+    recipe.add_argument("--augment", choices=["standard", "trivialaugment", "none"])
+    recipe.add_argument("--grad-clip", type=non_negative_float, help="max gradient norm (0: off)")
+    recipe.add_argument("--amp", choices=["auto", "on", "off"], default="auto", help="mixed precision (auto: on GPU)")
+    recipe.add_argument("--early-stopping-patience", type=int, default=3, help="epochs without improvement (0: off)")
+    recipe.add_argument("--max-steps-per-epoch", type=int, default=0, help="cap for quick runs (0: all)")
+    recipe.add_argument("--seed", type=int, default=42)
+    recipe.add_argument("--deterministic", type=str2bool, default=False, help="deterministic algorithms (slower)")
+
+    out = parser.add_argument_group("outputs")
+    out.add_argument("--model-dir", type=Path, default=Path(env.get("SM_MODEL_DIR", "out/train/model")))
+    out.add_argument("--output-data-dir", type=Path, default=Path(env.get("SM_OUTPUT_DATA_DIR", "out/train/output")))
+    out.add_argument("--checkpoint-dir", type=Path, default=_checkpoint_default(env))
+    out.add_argument("--resume", type=str2bool, default=True, help="continue from the checkpoint dir's last epoch")
+    out.add_argument(
+        "--package", type=str2bool, default=not on_sagemaker, help="write model.tar.gz (SageMaker tars model-dir)"
+    )
+    out.add_argument("--top-k", type=positive_int, default=3, help="predictions the endpoint returns")
+    out.add_argument("--name", default="", help="model name in the endpoint's answers (default breedfilter-MODEL)")
+    return parser
+
+
+def parse_options(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> argparse.Namespace:
+    """Parse, fill recipe defaults for flags left unset, and check the combination."""
+    parser = build_parser(env)
+    options = parser.parse_args(argv)
+    for key, value in RECIPES[options.recipe].items():
+        if getattr(options, key) is None:
+            setattr(options, key, value)
+    if not (options.data or options.train):
+        parser.error("no data: pass --data DIR (with train/ valid/ test/) or --train/--valid/--test DIRS")
+    if options.image_size < 0:
+        parser.error("--image-size must be >= 0")
+    options.name = options.name or f"breedfilter-{options.model.removeprefix('timm/')}"
+    return options
+
+
+def hyperparameters(options: argparse.Namespace) -> dict[str, Any]:
+    """The options as JSON-safe values, stored in config.json and metrics.json."""
+    return json.loads(json.dumps(vars(options), default=str))
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def _channel_root(env: Mapping[str, str]) -> Path | None:
+    # One channel holding train/ valid/ test/ (the usual single S3 prefix upload).
+    for name in ("SM_CHANNEL_DATA", "SM_CHANNEL_TRAINING"):
+        if env.get(name):
+            return Path(env[name])
+    return None
+
+
+def _checkpoint_default(env: Mapping[str, str]) -> Path:
+    # SageMaker syncs /opt/ml/checkpoints to S3 when the job sets checkpoint_s3_uri (spot training).
+    if env.get("SM_CHECKPOINT_DIR"):
+        return Path(env["SM_CHECKPOINT_DIR"])
+    if "SM_MODEL_DIR" in env:
+        return Path("/opt/ml/checkpoints")
+    return Path("out/train/checkpoints")

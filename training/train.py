@@ -1,0 +1,321 @@
+"""Fine-tune a pretrained CNN on an ImageFolder dataset and write the model artifact. One script, three places:
+
+    python training/train.py --data DIR                                   # a laptop (CPU or GPU)
+    torchrun --nproc_per_node 2 training/train.py --data DIR              # DistributedDataParallel
+    SageMaker: entry point train.py, source dir training/ (SM_CHANNEL_*, SM_MODEL_DIR, hyperparameters as flags)
+
+It checks the data before anything else (missing splits, empty or mismatched classes, unreadable images),
+builds the model with its weights' own preprocessing, trains with the recipe (``--recipe finetune|naive``),
+validates each epoch (exact per-sample averages), checkpoints and resumes, then evaluates the best weights on
+the test split and writes: the model dir (model.pth, labels.json, config.json, code/) and, off SageMaker,
+``model.tar.gz`` beside it; metrics.json, training_curves.png and confusion_matrix.png in the output dir.
+Metrics print as ``valid_accuracy=0.8710;`` lines for SageMaker metric definitions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+import architectures
+import artifact
+import checkpoints
+import ddp
+import evaluation
+import imagefolder
+import imaging
+import options as options_module
+import plots
+import trainer as trainer_module
+
+log = logging.getLogger("train")
+
+
+def main(argv: Sequence[str] | None = None, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """Parse the options and train; returns the run's summary (also written to metrics.json)."""
+    opts = options_module.parse_options(argv)
+    world = ddp.setup()
+    logging.basicConfig(
+        level=logging.INFO if world.is_main else logging.WARNING,
+        format=f"%(asctime)s [rank {world.rank}] %(message)s" if world.distributed else "%(asctime)s %(message)s",
+        stream=sys.stdout,
+        force=True,
+    )
+    try:
+        return run(opts, world, callbacks)
+    finally:
+        ddp.teardown()
+
+
+def run(opts: argparse.Namespace, world: ddp.World, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    started = time.perf_counter()
+    _seed_everything(opts.seed, opts.deterministic)
+    index = _index(opts, world)
+    labels = index.labels
+    pre = _preprocessing(opts)
+    log.info("model %s, weights %s, preprocessing %s", opts.model, opts.weights, pre.to_dict())
+    torch.manual_seed(opts.seed)  # the new head's initialisation depends on the seed alone
+    model = architectures.build_model(opts.model, len(labels), opts.weights)
+
+    train_set = imagefolder.ImageFolderDataset(
+        index.splits["train"], imaging.train_transform(pre, augment=opts.augment), pre.draft_size()
+    )
+    eval_tf = imaging.eval_transform(pre)
+    valid_set = imagefolder.ImageFolderDataset(index.splits["valid"], eval_tf, pre.draft_size())
+    train_loader = _loader(
+        train_set, opts, world, ddp.EpochShuffleSampler(len(train_set), world, opts.seed), drop_last=False
+    )
+    valid_loader = _loader(valid_set, opts, world, ddp.ShardSampler(len(valid_set), world))
+    steps = len(train_loader) if opts.max_steps_per_epoch <= 0 else min(len(train_loader), opts.max_steps_per_epoch)
+    if steps == 0:
+        raise imagefolder.DatasetError(
+            [f"the train split has {len(train_set)} images: fewer than one per process ({world.size})"]
+        )
+
+    plan = trainer_module.Plan(
+        epochs=opts.epochs,
+        steps_per_epoch=steps,
+        optimizer=opts.optimizer,
+        lr=opts.lr,
+        backbone_lr_ratio=opts.backbone_lr_ratio,
+        unfreeze_epoch=opts.unfreeze_epoch,
+        momentum=opts.momentum,
+        weight_decay=opts.weight_decay,
+        scheduler=opts.scheduler,
+        warmup_epochs=opts.warmup_epochs,
+        label_smoothing=opts.label_smoothing,
+        grad_clip=opts.grad_clip,
+        amp=opts.amp,
+        channels_last=opts.channels_last,
+        early_stopping_patience=opts.early_stopping_patience,
+        seed=opts.seed,
+    )
+    identity = {
+        "model": opts.model,
+        "labels": labels,
+        "crop": pre.crop,
+        "epochs": opts.epochs,
+        "batch_size": opts.batch_size,
+        "world_size": world.size,
+        "recipe": opts.recipe,
+    }
+    if world.is_main and not opts.resume:
+        (opts.checkpoint_dir / checkpoints.LAST).unlink(missing_ok=True)
+        (opts.checkpoint_dir / checkpoints.BEST).unlink(missing_ok=True)
+    ddp.barrier()
+    fit = trainer_module.Trainer(
+        model=model,
+        train_loader=train_loader,
+        valid_loader=valid_loader,
+        num_classes=len(labels),
+        plan=plan,
+        world=world,
+        checkpoint_dir=opts.checkpoint_dir,
+        identity=identity,
+        callbacks=list(callbacks),
+        log=log.info,
+    )
+    if opts.resume:
+        fit.resume()
+    log.info(
+        "training: %d train / %d valid images, %d classes, %d epochs × %d steps, batch %d × %d process(es), %s",
+        len(train_set),
+        len(valid_set),
+        len(labels),
+        opts.epochs,
+        steps,
+        opts.batch_size,
+        world.size,
+        world.device,
+    )
+    history = fit.fit()
+    if fit.stop_reason:
+        log.info(fit.stop_reason)
+    if fit.best_state is not None:
+        model.load_state_dict(fit.best_state)
+
+    test = None
+    if "test" in index.splits:
+        test_set = imagefolder.ImageFolderDataset(index.splits["test"], eval_tf, pre.draft_size())
+        test = evaluation.evaluate(
+            model,
+            _loader(test_set, opts, world, ddp.ShardSampler(len(test_set), world)),
+            len(labels),
+            world.device,
+            fit.autocast_dtype,
+            opts.channels_last,
+        )
+        if world.is_main:
+            log.info(trainer_module.metric_line({"test_loss": test.loss, "test_accuracy": test.accuracy}))
+
+    summary = _summary(opts, index, pre, history, fit, test, time.perf_counter() - started)
+    if world.is_main:
+        _write_outputs(opts, model, labels, pre, summary, test)
+    ddp.barrier()
+    return summary
+
+
+def _index(opts: argparse.Namespace, world: ddp.World) -> imagefolder.DatasetIndex:
+    """Rank 0 checks the dataset (every image decoded); the others receive its index."""
+    split_dirs = imagefolder.split_dirs_from_root(opts.data) if opts.data else {}
+    split_dirs.update({s: getattr(opts, s) for s in ("train", "valid", "test") if getattr(opts, s)})
+    holder: list[Any] = [None]
+    if world.is_main:
+        checked = time.perf_counter()
+        try:
+            holder[0] = imagefolder.index_dataset(
+                split_dirs,
+                required=("train", "valid"),
+                verify_images=opts.verify_images,
+                skip_bad_images=opts.skip_bad_images,
+                workers=max(2, opts.num_workers),
+            )
+        except imagefolder.DatasetError as exc:
+            holder[0] = exc
+        if not isinstance(holder[0], Exception):
+            log.info("%s\n(checked in %.1f s)", holder[0].report(), time.perf_counter() - checked)
+    if dist.is_initialized():
+        dist.broadcast_object_list(holder, src=0)
+    if isinstance(holder[0], Exception):
+        raise holder[0]
+    return holder[0]
+
+
+def _preprocessing(opts: argparse.Namespace) -> imaging.Preprocessing:
+    pre = architectures.default_preprocessing(opts.model)
+    if opts.image_size and opts.image_size != pre.crop:
+        resize = round(opts.image_size * pre.resize / pre.crop)
+        pre = imaging.Preprocessing(resize, opts.image_size, pre.interpolation, pre.mean, pre.std)
+    return pre
+
+
+def _loader(
+    dataset: imagefolder.ImageFolderDataset,
+    opts: argparse.Namespace,
+    world: ddp.World,
+    sampler: Any,
+    drop_last: bool = False,
+) -> DataLoader:
+    workers = max(0, opts.num_workers)
+    return DataLoader(
+        dataset,
+        batch_size=opts.batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=world.device.type == "cuda",
+        drop_last=drop_last,
+        generator=torch.Generator(),
+        prefetch_factor=4 if workers else None,
+    )
+
+
+def _seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
+
+
+def _summary(
+    opts: argparse.Namespace,
+    index: imagefolder.DatasetIndex,
+    pre: imaging.Preprocessing,
+    history: list[dict[str, Any]],
+    fit: trainer_module.Trainer,
+    test: evaluation.Evaluation | None,
+    seconds: float,
+) -> dict[str, Any]:
+    best_row = next((row for row in history if row["epoch"] == fit.best["epoch"]), {})
+    return {
+        "model": opts.model,
+        "labels": index.labels,
+        "counts": index.counts(),
+        "skipped": {split: len(s.skipped) for split, s in index.splits.items()},
+        "preprocessing": pre.to_dict(),
+        "history": history,
+        "best_epoch": fit.best["epoch"],
+        "best_valid_accuracy": best_row.get("valid_accuracy"),
+        "best_valid_loss": best_row.get("valid_loss"),
+        "stop_reason": fit.stop_reason,
+        "test": None
+        if test is None
+        else {
+            "loss": test.loss,
+            "accuracy": test.accuracy,
+            "count": test.count,
+            "per_class_accuracy": test.per_class_accuracy(index.labels),
+            "confusion": test.confusion.tolist(),
+        },
+        "wall_seconds": round(seconds, 2),
+        "hyperparameters": options_module.hyperparameters(opts),
+    }
+
+
+def _write_outputs(
+    opts: argparse.Namespace,
+    model: torch.nn.Module,
+    labels: list[str],
+    pre: imaging.Preprocessing,
+    summary: dict[str, Any],
+    test: evaluation.Evaluation | None,
+) -> None:
+    out = opts.output_data_dir
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = {
+        "valid_accuracy": summary["best_valid_accuracy"],
+        "valid_loss": summary["best_valid_loss"],
+        "test_accuracy": None if test is None else test.accuracy,
+        "test_loss": None if test is None else test.loss,
+        "best_epoch": summary["best_epoch"],
+    }
+    config = artifact.write_model_dir(
+        opts.model_dir,
+        model.state_dict(),
+        labels,
+        {
+            "name": opts.name,
+            "architecture": opts.model,
+            "num_classes": len(labels),
+            "preprocessing": pre.to_dict(),
+            "top_k": min(opts.top_k, len(labels)),
+            "metrics": metrics,
+            "hyperparameters": summary["hyperparameters"],
+        },
+    )
+    summary["model_version"] = config["version"]
+    (out / "metrics.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    written = [opts.model_dir, out / "metrics.json"]
+    if summary["history"]:
+        written.append(plots.training_curves(summary["history"], out / "training_curves.png"))
+    if test is not None:
+        written.append(plots.confusion_matrix(test.confusion.tolist(), labels, out / "confusion_matrix.png"))
+    if opts.package:
+        written.append(artifact.package(opts.model_dir, opts.model_dir.parent / "model.tar.gz"))
+    for path in written:
+        log.info("wrote %s", path)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (imagefolder.DatasetError, architectures.WeightsUnavailable, architectures.UnknownArchitecture) as exc:
+        print(f"train.py: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except checkpoints.CheckpointMismatch as exc:
+        print(f"train.py: {exc}", file=sys.stderr)
+        sys.exit(2)

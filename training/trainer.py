@@ -1,0 +1,320 @@
+"""The training loop: epochs of steps with the recipe, validation, early stopping, checkpoints and resume.
+
+Every source of randomness is reseeded from (seed, epoch) at the start of each epoch (shuffle order, data
+loader workers, augmentation, dropout), so a run resumed from ``last.pt`` continues exactly as an
+uninterrupted run would. Callbacks see each step and epoch and may stop training (the debugger uses this).
+
+Used by train.py; not run on its own.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+import checkpoints
+import ddp
+import evaluation
+import recipe
+
+
+class Callback(Protocol):
+    """Hooks into the loop. Returning True from ``on_epoch_end`` asks training to stop."""
+
+    def on_step_end(self, trainer: Trainer, step: StepInfo) -> None: ...
+    def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> bool: ...
+
+
+@dataclass
+class StepInfo:
+    epoch: int
+    step: int
+    global_step: int
+    loss: float
+    batch_size: int
+    data_seconds: float
+    compute_seconds: float
+
+
+@dataclass
+class Plan:
+    epochs: int
+    steps_per_epoch: int
+    optimizer: str
+    lr: float
+    backbone_lr_ratio: float
+    unfreeze_epoch: int
+    momentum: float
+    weight_decay: float
+    scheduler: str
+    warmup_epochs: float
+    label_smoothing: float
+    grad_clip: float
+    amp: str
+    channels_last: bool
+    early_stopping_patience: int
+    seed: int
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+    @property
+    def warmup_steps(self) -> int:
+        return round(self.warmup_epochs * self.steps_per_epoch)
+
+
+@dataclass
+class Trainer:
+    model: nn.Module
+    train_loader: DataLoader
+    valid_loader: DataLoader
+    num_classes: int
+    plan: Plan
+    world: ddp.World
+    checkpoint_dir: Path
+    identity: dict[str, Any]
+    callbacks: list[Any] = field(default_factory=list)
+    log: Any = print
+
+    def __post_init__(self) -> None:
+        self.device = self.world.device
+        self.model.to(self.device)
+        if self.plan.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.optimizer = recipe.make_optimizer(
+            self.model,
+            self.plan.optimizer,
+            self.plan.lr,
+            self.plan.backbone_lr_ratio,
+            self.plan.weight_decay,
+            self.plan.momentum,
+        )
+        self.scheduler = recipe.make_scheduler(
+            self.optimizer, self.plan.scheduler, self.plan.total_steps, self.plan.warmup_steps
+        )
+        self.autocast_dtype = _autocast_dtype(self.plan.amp, self.device)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast_dtype == torch.float16)
+        self.history: list[dict[str, Any]] = []
+        self.start_epoch = 0
+        self.global_step = 0
+        self.best = {"valid_accuracy": -1.0, "valid_loss": math.inf, "epoch": -1}
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.stopped_early = False
+        self.stop_reason = ""
+        self._wrapped: nn.Module | None = None
+        self._wrapped_trainable: bool | None = None
+
+    # -- checkpoints -------------------------------------------------------------------------------------
+    def resume(self) -> bool:
+        state = checkpoints.load_last(self.checkpoint_dir, self.identity)
+        if state is None:
+            return False
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.history = list(state["history"])
+        self.best = dict(state["best"])
+        self.start_epoch = int(state["epoch"]) + 1
+        self.global_step = int(state["global_step"])
+        self.stopped_early = bool(state.get("stopped_early", False))
+        best_path = self.checkpoint_dir / checkpoints.BEST
+        if best_path.is_file():
+            self.best_state = torch.load(best_path, map_location="cpu", weights_only=True)
+        self.log(
+            f"resumed from {self.checkpoint_dir / checkpoints.LAST}, after epoch {self.start_epoch}/{self.plan.epochs}"
+        )
+        return True
+
+    def _save(self, epoch: int, improved: bool) -> None:
+        if not self.world.is_main:
+            return
+        if improved:
+            checkpoints.save_atomic(self.best_state, self.checkpoint_dir / checkpoints.BEST)
+        state = {
+            "identity": self.identity,
+            "epoch": epoch,
+            "global_step": self.global_step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "history": self.history,
+            "best": self.best,
+            "stopped_early": self.stopped_early,
+        }
+        checkpoints.save_atomic(state, self.checkpoint_dir / checkpoints.LAST)
+
+    # -- the loop ----------------------------------------------------------------------------------------
+    def fit(self) -> list[dict[str, Any]]:
+        for epoch in range(self.start_epoch, self.plan.epochs):
+            if self.stopped_early:
+                break
+            started = time.perf_counter()
+            train_loss, train_accuracy, trainable = self._train_epoch(epoch)
+            valid = evaluation.evaluate(
+                self.model,
+                self.valid_loader,
+                self.num_classes,
+                self.device,
+                self.autocast_dtype,
+                self.plan.channels_last,
+            )
+            row = {
+                "epoch": epoch + 1,
+                "train_loss": train_loss,
+                "train_accuracy": train_accuracy,
+                "valid_loss": valid.loss,
+                "valid_accuracy": valid.accuracy,
+                "lr": self.optimizer.param_groups[-1]["lr"],
+                "backbone_trainable": trainable,
+                "epoch_seconds": round(time.perf_counter() - started, 3),
+            }
+            self.history.append(row)
+            improved = (valid.accuracy, -valid.loss) > (self.best["valid_accuracy"], -self.best["valid_loss"])
+            if improved:
+                self.best = {"valid_accuracy": valid.accuracy, "valid_loss": valid.loss, "epoch": epoch + 1}
+                self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
+            stop = self._early_stop(epoch)
+            for callback in self.callbacks:
+                if getattr(callback, "on_epoch_end", None) and callback.on_epoch_end(self, row):
+                    stop, self.stop_reason = True, self.stop_reason or f"stopped by {type(callback).__name__}"
+            self.stopped_early = ddp.broadcast_flag(stop, self.world)
+            if self.world.is_main:
+                self.log(metric_line(row))
+            self._save(epoch, improved)
+            ddp.barrier()
+        return self.history
+
+    def _early_stop(self, epoch: int) -> bool:
+        patience = self.plan.early_stopping_patience
+        if patience <= 0 or epoch + 1 - self.best["epoch"] < patience:
+            return False
+        self.stop_reason = f"early stopping: valid accuracy has not improved for {patience} epochs"
+        return True
+
+    def _train_epoch(self, epoch: int) -> tuple[float, float, bool]:
+        _reseed(self.plan.seed, epoch)
+        sampler = self.train_loader.sampler
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        if self.train_loader.generator is not None:
+            self.train_loader.generator.manual_seed(self.plan.seed * 7919 + epoch)
+        trainable = recipe.backbone_trainable(epoch, self.plan.unfreeze_epoch)
+        network = self._network(trainable)
+        network.train()
+        if not trainable:
+            recipe.freeze_backbone_norms(self.model)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        count = torch.zeros((), dtype=torch.int64, device=self.device)
+        autocast = (
+            torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+            if self.autocast_dtype is not None
+            else nullcontext()
+        )
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        waited = time.perf_counter()
+        for step, (images, targets) in enumerate(_progress(self.train_loader, epoch, self.world)):
+            if step >= self.plan.steps_per_epoch:
+                break
+            images = images.to(self.device, non_blocking=True)
+            if self.plan.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            targets = targets.to(self.device, non_blocking=True)
+            computing = time.perf_counter()
+            with autocast:
+                logits = network(images)
+                loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.plan.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if self.plan.grad_clip > 0:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(params, self.plan.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            self.global_step += 1
+            batch = targets.numel()
+            loss_sum += loss.detach().double() * batch
+            correct += (logits.detach().argmax(dim=1) == targets).sum()
+            count += batch
+            finished = time.perf_counter()
+            info = StepInfo(epoch, step, self.global_step, loss.item(), batch, computing - waited, finished - computing)
+            for callback in self.callbacks:
+                if getattr(callback, "on_step_end", None):
+                    callback.on_step_end(self, info)
+            waited = time.perf_counter()
+        ddp.all_sum(loss_sum)
+        ddp.all_sum(correct)
+        ddp.all_sum(count)
+        total = max(1, int(count.item()))
+        return float(loss_sum.item()) / total, int(correct.item()) / total, trainable
+
+    def _network(self, trainable: bool) -> nn.Module:
+        """The model as this epoch trains it; under DDP re-wrapped whenever the trainable set changes."""
+        recipe.set_backbone_trainable(self.model, trainable)
+        if not self.world.distributed:
+            return self.model
+        if self._wrapped is None or self._wrapped_trainable != trainable:
+            device_ids = [self.world.local_rank] if self.device.type == "cuda" else None
+            self._wrapped = DistributedDataParallel(self.model, device_ids=device_ids)
+            self._wrapped_trainable = trainable
+        return self._wrapped
+
+
+def metric_line(row: dict[str, Any], prefix: str = "") -> str:
+    """``epoch=3; train_loss=0.5123; valid_accuracy=0.8710;`` — what SageMaker metric definitions scrape."""
+    parts = []
+    for key, value in row.items():
+        if isinstance(value, bool) or value is None:
+            continue
+        text = f"{value:.4f}" if isinstance(value, float) else str(value)
+        if isinstance(value, float) and key == "lr":
+            text = f"{value:.3g}"
+        parts.append(f"{prefix}{key}={text};")
+    return " ".join(parts)
+
+
+def _reseed(seed: int, epoch: int) -> None:
+    value = seed * 1_000_003 + epoch
+    random.seed(value)
+    torch.manual_seed(value)
+    try:
+        import numpy as np
+
+        np.random.seed(value % 2**32)
+    except ImportError:  # pragma: no cover - numpy comes with torchvision
+        pass
+
+
+def _autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16  # --amp on, on CPU: bfloat16 autocast
+
+
+def _progress(loader: DataLoader, epoch: int, world: ddp.World):
+    if not (world.is_main and sys.stderr.isatty()):
+        return loader
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return loader
+    return tqdm(loader, desc=f"epoch {epoch + 1}", leave=False, unit="batch")
