@@ -1,0 +1,492 @@
+"""SageMaker PyTorch inference handlers: ``model_fn``, ``input_fn``, ``predict_fn``, ``output_fn``.
+
+One job: serve a breedfilter ``model.tar.gz`` (``model.pth`` + ``labels.json`` + ``config.json`` +
+``code/``) under the endpoint contract of DESIGN.md. The SageMaker PyTorch container imports this file as
+``code/inference.py``; the local endpoint server calls ``model_fn`` and ``predict_bytes``.
+
+- Request: image bytes (``image/jpeg``, ``image/png``, ``image/webp``, ``application/x-image``,
+  ``application/octet-stream``), or a batch ``application/json`` ``{"images": ["<base64>", ...]}``
+  (also ``{"instances": [{"b64": "<base64>"}, ...]}``), at most ``BREEDFILTER_MAX_BATCH`` (64) images.
+- Answer (``application/json``): ``{"predictions": [{"label", "index", "probability"}, ...top-k, best first],
+  "model": {"name", "version"}}``; a batch answers ``{"results": [<answer or {"error": {"reason", "status"}}>,
+  ...], "model": {...}}``, so one bad image does not fail the others.
+- Bad input is a clear 4xx (``InferenceError``: 400 undecodable, 406 unacceptable Accept, 413 too many pixels or
+  images, 415 unsupported content type); the container sends ``{"error": reason, "status": code}`` as the body.
+
+Decoding and preprocessing are ``imaging.decode_rgb`` and ``imaging.eval_transform``: the functions train.py's
+evaluation uses. Settings by environment: ``BREEDFILTER_TOP_K``, ``BREEDFILTER_MAX_BATCH``,
+``BREEDFILTER_MAX_PIXELS``, ``BREEDFILTER_TORCH_THREADS``.
+
+    python code/inference.py IMAGE...                   # in an unpacked artifact: classify files, print answers
+    python training/inference.py --model-dir DIR IMAGE...
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import math
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+import architectures
+import imaging
+
+LOG = logging.getLogger("breedfilter.inference")
+
+ARTIFACT_FORMATS = frozenset({"breedfilter-model/1"})
+CONFIG_FILE = "config.json"
+DEFAULT_WEIGHTS_FILE = "model.pth"
+DEFAULT_LABELS_FILE = "labels.json"
+DEFAULT_TOP_K = 3
+MAX_BATCH = 64
+
+IMAGE_CONTENT_TYPES = frozenset(
+    {"image/jpeg", "image/png", "image/webp", "application/x-image", "application/octet-stream"}
+)
+JSON_CONTENT_TYPE = "application/json"
+CONTENT_TYPES = IMAGE_CONTENT_TYPES | {JSON_CONTENT_TYPE}
+
+try:  # in the SageMaker container: the toolkit answers these with their status code
+    from sagemaker_inference.errors import BaseInferenceToolkitError as _ToolkitError
+except ImportError:  # locally: the same shape
+
+    class _ToolkitError(Exception):  # type: ignore[no-redef]
+        """Stand-in for ``sagemaker_inference.errors.BaseInferenceToolkitError`` (same constructor, attributes)."""
+
+        def __init__(self, status_code: int, message: str, phrase: str):
+            self.status_code = status_code
+            self.message = message
+            self.phrase = phrase
+            super().__init__(status_code, message, phrase)
+
+
+class InferenceError(_ToolkitError):
+    """A request the model will not answer: ``status_code`` 4xx, ``reason`` for people, ``message`` JSON body.
+
+    The SageMaker toolkit sends ``message`` (then a traceback line) with ``status_code``; the local endpoint
+    server can use ``status``/``reason`` (the same names as its own ``BadInput``).
+    """
+
+    def __init__(self, status_code: int, reason: str, phrase: str | None = None):
+        self.reason = reason
+        self.status = status_code
+        super().__init__(status_code, json.dumps(self.body()), phrase or HTTPStatus(status_code).phrase)
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.reason, "status": self.status}
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.phrase}: {self.reason}"
+
+    @classmethod
+    def from_input(cls, exc: imaging.ImageInputError) -> InferenceError:
+        return cls(exc.status, exc.reason)
+
+
+class ArtifactError(RuntimeError):
+    """The model artifact is unusable: wrong format, corrupt weights, labels that do not fit, bad config."""
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """How request bodies are decoded: ``input_fn`` has no model argument, so ``model_fn`` sets these."""
+
+    draft_size: tuple[int, int] | None = None
+    max_pixels: int = imaging.MAX_PIXELS
+    max_batch: int = MAX_BATCH
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """What ``model_fn`` returns and ``predict_fn`` receives."""
+
+    model: torch.nn.Module
+    labels: tuple[str, ...]
+    config: Mapping[str, Any]
+    preprocessing: imaging.Preprocessing
+    device: torch.device
+    transform: Callable[[Image.Image], torch.Tensor]
+    top_k: int
+    decode: DecodeSettings
+
+    @property
+    def identity(self) -> dict[str, str]:
+        return {"name": str(self.config.get("name", "unknown")), "version": str(self.config.get("version", "unknown"))}
+
+
+_decode = DecodeSettings()  # replaced by model_fn with the loaded model's settings
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# model_fn
+
+
+def model_fn(model_dir: str) -> LoadedModel:
+    """Load and check the artifact in ``model_dir``: format, weights sha256, labels vs num_classes, preprocessing."""
+    global _decode
+    root = Path(model_dir)
+    config = _read_json(root / CONFIG_FILE, "config")
+    if not isinstance(config, dict):
+        raise ArtifactError(f"{root / CONFIG_FILE}: expected a JSON object, got {type(config).__name__}")
+    if config.get("format") not in ARTIFACT_FORMATS:
+        raise ArtifactError(
+            f"{root / CONFIG_FILE}: unknown artifact format {config.get('format')!r}; "
+            f"this inference.py reads {sorted(ARTIFACT_FORMATS)}"
+        )
+    weights_path = _member(root, config.get("weights_file", DEFAULT_WEIGHTS_FILE), "weights_file")
+    labels_path = _member(root, config.get("labels_file", DEFAULT_LABELS_FILE), "labels_file")
+    _verify_sha256(weights_path, config.get("weights_sha256"))
+
+    labels = _read_labels(labels_path)
+    num_classes = config.get("num_classes", len(labels))
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ArtifactError(f"{root / CONFIG_FILE}: num_classes must be a positive integer, not {num_classes!r}")
+    if len(labels) != num_classes:
+        raise ArtifactError(
+            f"{labels_path} has {len(labels)} labels but {CONFIG_FILE} says num_classes={num_classes}: "
+            "labels and weights come from different trainings"
+        )
+    try:
+        preprocessing = imaging.Preprocessing.from_dict(config.get("preprocessing"))
+    except ValueError as exc:
+        raise ArtifactError(f"{root / CONFIG_FILE}: {exc}") from None
+    architecture = config.get("architecture")
+    if not isinstance(architecture, str) or not architecture:
+        raise ArtifactError(f"{root / CONFIG_FILE}: architecture must be a model name, not {architecture!r}")
+    top_k = _top_k(config, num_classes)
+    decode = DecodeSettings(
+        draft_size=preprocessing.draft_size(),
+        max_pixels=_env_int("BREEDFILTER_MAX_PIXELS", imaging.MAX_PIXELS),
+        max_batch=_env_int("BREEDFILTER_MAX_BATCH", MAX_BATCH),
+    )
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    threads = _configure_threads() if device.type == "cpu" else None
+    network = architectures.build_model(architecture, num_classes, weights="none")
+    state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    try:
+        network.load_state_dict(_plain_state_dict(state, weights_path), strict=True)
+    except RuntimeError as exc:
+        raise ArtifactError(f"{weights_path} does not fit {architecture} with {num_classes} classes: {exc}") from None
+    network.requires_grad_(False)
+    network = network.eval().to(device, memory_format=torch.channels_last)
+
+    loaded = LoadedModel(
+        model=network,
+        labels=labels,
+        config=config,
+        preprocessing=preprocessing,
+        device=device,
+        transform=imaging.eval_transform(preprocessing),
+        top_k=top_k,
+        decode=decode,
+    )
+    _decode = decode
+    LOG.info(
+        "loaded %s %s (%s, %d classes, top_k=%d) on %s%s from %s",
+        loaded.identity["name"],
+        loaded.identity["version"],
+        architecture,
+        num_classes,
+        top_k,
+        device,
+        f" with {threads} threads" if threads else "",
+        root,
+    )
+    return loaded
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(f"{path}: missing ({what} of the model artifact)") from None
+    except ValueError as exc:
+        raise ArtifactError(f"{path}: not valid JSON ({exc})") from None
+
+
+def _member(root: Path, name: Any, key: str) -> Path:
+    """A file named in config.json, which must be a plain file name inside the artifact."""
+    if not isinstance(name, str) or not name or Path(name).name != name or name in {".", ".."}:
+        raise ArtifactError(f"{root / CONFIG_FILE}: {key} must be a file name inside the artifact, not {name!r}")
+    path = root / name
+    if not path.is_file():
+        raise ArtifactError(f"{path}: missing ({key} in {CONFIG_FILE})")
+    return path
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    with Path(path).open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _verify_sha256(path: Path, expected: Any) -> None:
+    if not isinstance(expected, str) or len(expected) != 64:
+        raise ArtifactError(f"{CONFIG_FILE}: weights_sha256 must be a 64-digit hex digest, not {expected!r}")
+    actual = sha256_file(path)
+    if actual != expected.lower():
+        raise ArtifactError(
+            f"{path}: sha256 {actual} does not match {CONFIG_FILE} weights_sha256 {expected.lower()}: "
+            "the weights are corrupt or belong to another artifact"
+        )
+
+
+def _read_labels(path: Path) -> tuple[str, ...]:
+    labels = _read_json(path, "labels")
+    if not isinstance(labels, list) or not labels or not all(isinstance(v, str) and v.strip() for v in labels):
+        raise ArtifactError(f"{path}: expected a non-empty JSON list of label names")
+    duplicates = sorted({v for v in labels if labels.count(v) > 1})
+    if duplicates:
+        raise ArtifactError(f"{path}: duplicate labels {duplicates}")
+    return tuple(labels)
+
+
+def _plain_state_dict(state: Any, path: Path) -> dict[str, torch.Tensor]:
+    """The state dict, without the ``module.`` (DDP) or ``_orig_mod.`` (torch.compile) prefixes."""
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ArtifactError(f"{path}: expected a state dict (a mapping of names to tensors)")
+    return {key.removeprefix("module.").removeprefix("_orig_mod."): value for key, value in state.items()}
+
+
+def _top_k(config: Mapping[str, Any], num_classes: int) -> int:
+    raw: Any = os.environ.get("BREEDFILTER_TOP_K") or config.get("top_k") or DEFAULT_TOP_K
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        value = 0
+    if value < 1:
+        raise ArtifactError(f"top_k (BREEDFILTER_TOP_K or config.json top_k) must be a positive integer, not {raw!r}")
+    return min(value, num_classes)
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ArtifactError(f"{name} must be a positive integer, not {raw!r}")
+    return value
+
+
+def _configure_threads() -> int | None:
+    """CPU threads per model-server worker: BREEDFILTER_TORCH_THREADS, else CPUs / workers, else torch's default.
+
+    The container runs one process per worker (SAGEMAKER_MODEL_SERVER_WORKERS, else one per CPU on CPU
+    instances), and torch would give each of them every core; OMP_NUM_THREADS, when set, already decided.
+    """
+    explicit = _env_int("BREEDFILTER_TORCH_THREADS", 0)
+    if explicit:
+        threads = explicit
+    elif os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads()
+    else:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        workers_env = os.environ.get("SAGEMAKER_MODEL_SERVER_WORKERS")
+        if workers_env and workers_env.isdigit() and int(workers_env) > 0:
+            workers = int(workers_env)
+        elif os.environ.get("SAGEMAKER_PROGRAM"):  # inside the SageMaker container: its default, a worker per CPU
+            workers = cpus
+        else:
+            return torch.get_num_threads()  # a local process: torch's default
+        threads = max(1, cpus // workers)
+    torch.set_num_threads(threads)
+    return threads
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# input_fn
+
+
+def input_fn(request_body: Any, content_type: str) -> Image.Image | list[Image.Image | imaging.ImageInputError]:
+    """An RGB image (image content types), or a list of images and per-item errors (``application/json``)."""
+    return decode_request(request_body, content_type, _decode)
+
+
+def decode_request(
+    body: Any, content_type: str | None, settings: DecodeSettings
+) -> Image.Image | list[Image.Image | imaging.ImageInputError]:
+    media_type = _media_type(content_type)
+    if media_type in IMAGE_CONTENT_TYPES:
+        data = _as_bytes(body)
+        try:
+            return imaging.decode_rgb(data, draft_size=settings.draft_size, max_pixels=settings.max_pixels)
+        except imaging.ImageInputError as exc:
+            raise InferenceError.from_input(exc) from None
+    if media_type == JSON_CONTENT_TYPE:
+        return _decode_batch(body, settings)
+    raise InferenceError(
+        415, f"unsupported content type {content_type!r}; send one of {', '.join(sorted(CONTENT_TYPES))}"
+    )
+
+
+def _media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def _as_bytes(body: Any) -> bytes:
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, bytearray | memoryview):
+        return bytes(body)
+    if body is None:
+        return b""
+    raise InferenceError(400, f"expected the image as binary data, got {type(body).__name__}")
+
+
+def _decode_batch(body: Any, settings: DecodeSettings) -> list[Image.Image | imaging.ImageInputError]:
+    try:
+        payload = json.loads(body if isinstance(body, str) else _as_bytes(body))  # bytes: UTF-8/16/32 detected
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise InferenceError(400, f"request body is not valid JSON: {exc}") from None
+    items = _batch_items(payload)
+    if not items:
+        raise InferenceError(400, "the batch has no images")
+    if len(items) > settings.max_batch:
+        raise InferenceError(413, f"batch of {len(items)} images exceeds the limit of {settings.max_batch}")
+    decoded: list[Image.Image | imaging.ImageInputError] = []
+    for position, item in enumerate(items):
+        try:
+            data = _b64_item(item, position)
+            decoded.append(imaging.decode_rgb(data, draft_size=settings.draft_size, max_pixels=settings.max_pixels))
+        except imaging.ImageInputError as exc:
+            decoded.append(exc)
+    return decoded
+
+
+def _batch_items(payload: Any) -> list[Any]:
+    expected = 'expected {"images": ["<base64>", ...]} or {"instances": [{"b64": "<base64>"}, ...]}'
+    if not isinstance(payload, dict):
+        raise InferenceError(400, f"{expected}, got JSON {type(payload).__name__}")
+    for key in ("images", "instances"):
+        if key in payload:
+            items = payload[key]
+            if not isinstance(items, list):
+                raise InferenceError(400, f"{expected}: {key!r} is {type(items).__name__}, not a list")
+            return items
+    raise InferenceError(400, f"{expected}, got keys {sorted(payload)}")
+
+
+def _b64_item(item: Any, position: int) -> bytes:
+    if isinstance(item, dict) and isinstance(item.get("b64"), str):
+        item = item["b64"]
+    if not isinstance(item, str):
+        raise imaging.ImageInputError(f"item {position}: expected a base64 string or {{'b64': ...}}", 400)
+    if item.startswith("data:") and "," in item:  # a data URL: data:image/jpeg;base64,....
+        item = item.split(",", 1)[1]
+    compact = "".join(item.split()).translate(str.maketrans("-_", "+/"))  # MIME line breaks, URL-safe alphabet
+    compact += "=" * (-len(compact) % 4)
+    try:
+        return base64.b64decode(compact, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise imaging.ImageInputError(f"item {position}: invalid base64 ({exc})", 400) from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# predict_fn
+
+
+def predict_fn(input_data: Any, model: LoadedModel) -> dict[str, Any]:
+    """The answer ``output_fn`` serialises: ``{"predictions", "model"}``, or ``{"results", "model"}`` for a batch."""
+    if isinstance(input_data, Image.Image):
+        return {"predictions": _classify(model, [input_data])[0], "model": model.identity}
+    if isinstance(input_data, imaging.ImageInputError):
+        raise InferenceError.from_input(input_data)
+    if isinstance(input_data, list):
+        results: list[dict[str, Any]] = [{} for _ in input_data]
+        images = [(i, item) for i, item in enumerate(input_data) if isinstance(item, Image.Image)]
+        for i, item in enumerate(input_data):
+            if not isinstance(item, Image.Image):
+                error = item if isinstance(item, imaging.ImageInputError) else imaging.ImageInputError(str(item))
+                results[i] = {"error": {"reason": error.reason, "status": error.status}}
+        if images:
+            ranked = _classify(model, [image for _, image in images])
+            for (i, _), predictions in zip(images, ranked, strict=True):
+                results[i] = {"predictions": predictions, "model": model.identity}
+        return {"results": results, "model": model.identity}
+    raise TypeError(f"predict_fn expects a PIL image or a list from input_fn, not {type(input_data).__name__}")
+
+
+def _classify(model: LoadedModel, images: list[Image.Image]) -> list[list[dict[str, Any]]]:
+    batch = torch.stack([model.transform(image) for image in images])
+    batch = batch.to(model.device, memory_format=torch.channels_last, non_blocking=True)
+    with torch.inference_mode():
+        logits = model.model(batch)
+        probabilities = torch.softmax(logits.double(), dim=1)
+        top = probabilities.topk(model.top_k, dim=1, sorted=True)
+    values, indices = top.values.cpu().tolist(), top.indices.cpu().tolist()
+    answers = []
+    for row_values, row_indices in zip(values, indices, strict=True):
+        if not all(math.isfinite(v) for v in row_values):
+            raise InferenceError(500, "the model produced non-finite scores")
+        answers.append(
+            [
+                {"label": model.labels[index], "index": int(index), "probability": float(value)}
+                for value, index in zip(row_values, row_indices, strict=True)
+            ]
+        )
+    return answers
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# output_fn
+
+
+def output_fn(prediction: Mapping[str, Any], accept: str | None) -> str:
+    """JSON text of ``predict_fn``'s answer; 406 unless ``accept`` allows application/json."""
+    if not _accepts_json(accept):
+        raise InferenceError(406, f"cannot answer as {accept!r}; the model answers {JSON_CONTENT_TYPE}")
+    return json.dumps(prediction)
+
+
+def _accepts_json(accept: str | None) -> bool:
+    ranges = [_media_type(part) for part in (accept or "").split(",")]
+    return any(r in {"", "*/*", "application/*", JSON_CONTENT_TYPE} for r in ranges)
+
+
+def predict_bytes(model: LoadedModel, body: bytes, content_type: str) -> dict[str, Any]:
+    """input_fn -> predict_fn, with the model's own decode settings: the dict output_fn would serialise."""
+    return predict_fn(decode_request(body, content_type, model.decode), model)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    here = Path(__file__).resolve().parent
+    default_dir = here.parent if (here.parent / CONFIG_FILE).is_file() else None
+    parser = argparse.ArgumentParser(description="Classify image files with a breedfilter model artifact.")
+    parser.add_argument("--model-dir", type=Path, default=default_dir, required=default_dir is None)
+    parser.add_argument("images", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    model = model_fn(str(args.model_dir))
+    failures = 0
+    for path in args.images:
+        try:
+            answer: dict[str, Any] = predict_bytes(model, path.read_bytes(), "application/x-image")
+        except InferenceError as exc:
+            failures += 1
+            answer = exc.body()
+        print(f"{path}\t{json.dumps(answer)}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
