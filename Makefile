@@ -13,13 +13,16 @@ export AWS_SAM_CLI_TELEMETRY := 0
 # Fake credentials: nothing here reaches AWS (sam validate/build need a region and some credentials).
 SAM_ENV := AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1
 
-.PHONY: demo test lint format build venv sam-venv clean
+.PHONY: demo test train lint format build venv sam-venv clean
 
 demo: $(STAMP)  ## run the router on sample events against the local stack
 	$(PY) -m breedfilter.demo $(ARGS)
 
 test: $(STAMP)  ## run all tests
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+train: $(STAMP)  ## training/train.py with ARGS, e.g. make train ARGS="--data DIR --epochs 5"
+	$(PY) training/train.py $(ARGS)
 
 lint: $(STAMP) $(SAM_STAMP)  ## ruff, cfn-lint, sam validate --lint
 	$(VENV)/bin/ruff check .

@@ -116,3 +116,22 @@ def test_client_unknown_endpoint_is_unavailable_not_rejected(endpoint, monkeypat
 def test_answers_outside_the_contract_are_unavailable(payload):
     with pytest.raises(EndpointUnavailable):
         parse_answer(payload, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("original", "reason"),
+    [
+        # SageMaker's inference toolkit: the message, a newline, then the traceback.
+        (
+            '{"error": "cannot decode image: truncated", "status": 400}\nTraceback (most recent call last):\n  File',
+            "cannot decode image: truncated",
+        ),
+        ('{"reason": "too many pixels"}', "too many pixels"),
+        ("plain text reason\nTraceback (most recent call last):", "plain text reason"),
+        ("", ""),
+    ],
+)
+def test_rejection_reason_is_the_model_message_without_a_traceback(original, reason):
+    from routing.endpoint import _reason_from
+
+    assert _reason_from(original) == reason

@@ -197,9 +197,39 @@ def test_naive_recipe_trains_the_head_only(dataset, tmp_path):
     assert changed == {"classifier.weight", "classifier.bias"}
 
 
+@pytest.mark.parametrize("freeze_bn", ["true", "false"])
+def test_freeze_bn_keeps_the_backbone_statistics_while_its_weights_train(dataset, tmp_path, freeze_bn):
+    summary = train.main(quick_args(dataset, tmp_path, "--epochs", "1", "--seed", "3", "--freeze-bn", freeze_bn))
+    assert summary["history"][0]["backbone_trainable"] is True
+    torch.manual_seed(3)
+    import architectures
+
+    initial = architectures.build_model("timm/test_efficientnet", 3).state_dict()
+    final = _weights(tmp_path)
+    stats = [k for k in final if k.endswith(("running_mean", "running_var"))]
+    assert stats
+    kept = all(torch.equal(final[k], initial[k]) for k in stats)
+    assert kept is (freeze_bn == "true")
+    assert not torch.equal(final["conv_stem.weight"], initial["conv_stem.weight"])  # the backbone trained
+
+
 def test_early_stopping_stops_when_validation_stalls(dataset, tmp_path):
     summary = train.main(
-        quick_args(dataset, tmp_path, "--epochs", "8", "--lr", "1e-9", "--early-stopping-patience", "2")
+        # A rate too small to move anything, statistics kept, a random head: validation cannot improve.
+        quick_args(
+            dataset,
+            tmp_path,
+            "--epochs",
+            "8",
+            "--lr",
+            "1e-9",
+            "--early-stopping-patience",
+            "2",
+            "--freeze-bn",
+            "true",
+            "--head-init",
+            "default",
+        )
     )
     assert len(summary["history"]) < 8
     assert "early stopping" in summary["stop_reason"]

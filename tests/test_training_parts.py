@@ -41,6 +41,13 @@ def test_local_defaults_and_recipe_fill_unset_flags():
     assert options.parse_options(["--data", "d", "--recipe", "naive", "--lr", "0.01"], env={}).lr == 0.01
 
 
+def test_batchnorm_statistics_are_kept_by_default_only_for_pretrained_weights():
+    assert options.parse_options(["--data", "d"], env={}).freeze_bn is True  # imagenet
+    assert options.parse_options(["--data", "d", "--weights", "w.pth"], env={}).freeze_bn is True
+    assert options.parse_options(["--data", "d", "--weights", "none"], env={}).freeze_bn is False
+    assert options.parse_options(["--data", "d", "--weights", "none", "--freeze-bn", "true"], env={}).freeze_bn
+
+
 def test_sagemaker_environment_and_string_booleans():
     env = {
         "SM_CHANNEL_TRAIN": "/opt/ml/input/data/train",

@@ -29,6 +29,8 @@ RECIPES: dict[str, dict[str, Any]] = {
         "label_smoothing": 0.1,
         "augment": "standard",
         "grad_clip": 1.0,
+        "head_init": "zero",
+        "freeze_bn": "auto",
     },
     "naive": {
         "optimizer": "adam",
@@ -41,6 +43,8 @@ RECIPES: dict[str, dict[str, Any]] = {
         "label_smoothing": 0.0,
         "augment": "standard",
         "grad_clip": 0.0,
+        "head_init": "default",
+        "freeze_bn": "auto",
     },
 }
 
@@ -116,6 +120,12 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
     recipe.add_argument("--warmup-epochs", type=non_negative_float)
     recipe.add_argument("--label-smoothing", type=non_negative_float)
     recipe.add_argument("--augment", choices=["standard", "trivialaugment", "none"])
+    recipe.add_argument(
+        "--freeze-bn",
+        type=str2bool,
+        help="keep the backbone's BatchNorm statistics fixed when it trains (default: with pretrained weights)",
+    )
+    recipe.add_argument("--head-init", choices=["zero", "default"], help="new head: zeros, or nn.Linear's own")
     recipe.add_argument("--grad-clip", type=non_negative_float, help="max gradient norm (0: off)")
     recipe.add_argument("--amp", choices=["auto", "on", "off"], default="auto", help="mixed precision (auto: on GPU)")
     recipe.add_argument("--early-stopping-patience", type=int, default=3, help="epochs without improvement (0: off)")
@@ -143,6 +153,8 @@ def parse_options(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
     for key, value in RECIPES[options.recipe].items():
         if getattr(options, key) is None:
             setattr(options, key, value)
+    if options.freeze_bn == "auto":  # pretrained statistics are worth keeping; a network from scratch needs its own
+        options.freeze_bn = options.weights != "none"
     if not (options.data or options.train):
         parser.error("no data: pass --data DIR (with train/ valid/ test/) or --train/--valid/--test DIRS")
     if options.image_size < 0:

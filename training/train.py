@@ -67,6 +67,7 @@ def run(opts: argparse.Namespace, world: ddp.World, callbacks: Sequence[Any] = (
     log.info("model %s, weights %s, preprocessing %s", opts.model, opts.weights, pre.to_dict())
     torch.manual_seed(opts.seed)  # the new head's initialisation depends on the seed alone
     model = architectures.build_model(opts.model, len(labels), opts.weights)
+    architectures.init_head(model, opts.head_init)
 
     train_set = imagefolder.ImageFolderDataset(
         index.splits["train"], imaging.train_transform(pre, augment=opts.augment), pre.draft_size()
@@ -100,6 +101,7 @@ def run(opts: argparse.Namespace, world: ddp.World, callbacks: Sequence[Any] = (
         channels_last=opts.channels_last,
         early_stopping_patience=opts.early_stopping_patience,
         seed=opts.seed,
+        freeze_bn=opts.freeze_bn,
     )
     identity = {
         "model": opts.model,

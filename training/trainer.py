@@ -67,6 +67,7 @@ class Plan:
     channels_last: bool
     early_stopping_patience: int
     seed: int
+    freeze_bn: bool = False
 
     @property
     def total_steps(self) -> int:
@@ -217,7 +218,7 @@ class Trainer:
         trainable = recipe.backbone_trainable(epoch, self.plan.unfreeze_epoch)
         network = self._network(trainable)
         network.train()
-        if not trainable:
+        if not trainable or self.plan.freeze_bn:
             recipe.freeze_backbone_norms(self.model)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)

@@ -91,16 +91,21 @@ def _classify_client_error(exc: ClientError) -> Exception:
 
 
 def _reason_from(original: str) -> str:
-    """The model's JSON ``{"error": ...}``/``{"reason": ...}`` body, or the text as it came."""
+    """The model's JSON ``{"error": ...}``/``{"reason": ...}`` body, or the text's first line.
+
+    SageMaker's inference toolkit sends the error's message followed by a newline and the traceback, so the
+    JSON is decoded from the start of the text and whatever follows it is dropped.
+    """
+    text = (original or "").strip()
     try:
-        parsed = json.loads(original)
+        parsed, _ = json.JSONDecoder().raw_decode(text)
     except (TypeError, ValueError):
-        return original.strip()[:500]
+        return text.splitlines()[0][:500] if text else ""
     if isinstance(parsed, dict):
         for field in ("reason", "error", "message"):
             if parsed.get(field):
                 return str(parsed[field])[:500]
-    return original.strip()[:500]
+    return text.splitlines()[0][:500]
 
 
 def parse_answer(payload: bytes, latency_ms: float) -> Prediction:
