@@ -261,6 +261,31 @@ def test_two_process_ddp_agrees_with_one_process(dataset, tmp_path):
     assert all(torch.allclose(w1[k].float(), w2[k].float(), atol=1e-4) for k in w1)
 
 
+def test_runs_as_a_sagemaker_job_from_its_environment(dataset, tmp_path):
+    """SageMaker's contract: channels and dirs in SM_* variables, hyperparameters as flags (strings)."""
+    env = {
+        "SM_CHANNEL_TRAIN": str(dataset / "train"),
+        "SM_CHANNEL_VALID": str(dataset / "valid"),
+        "SM_CHANNEL_TEST": str(dataset / "test"),
+        "SM_MODEL_DIR": str(tmp_path / "opt_ml_model"),
+        "SM_OUTPUT_DATA_DIR": str(tmp_path / "opt_ml_output_data"),
+    }
+    hyperparameters = ["--model", "timm/test_efficientnet", "--weights", "none", "--epochs", "1", "--image_size", "32"]
+    local = ["--num-workers", "0", "--checkpoint-dir", str(tmp_path / "checkpoints")]  # /opt/ml/checkpoints there
+    result = _run([*hyperparameters, "--channels_last", "False", *local], env_extra=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "opt_ml_model" / "model.pth").is_file()
+    assert (tmp_path / "opt_ml_model" / "code" / "inference.py").is_file()
+    assert not list(tmp_path.rglob("model.tar.gz"))  # SageMaker tars SM_MODEL_DIR itself
+    metrics = json.loads((tmp_path / "opt_ml_output_data" / "metrics.json").read_text())
+    assert metrics["test"]["count"] == 24 and metrics["hyperparameters"]["channels_last"] is False
+
+
+def test_mixed_precision_runs_where_asked(dataset, tmp_path):
+    summary = train.main(quick_args(dataset, tmp_path, "--epochs", "1", "--amp", "on"))  # bfloat16 autocast on CPU
+    assert summary["test"]["count"] == 24 and summary["history"][0]["train_loss"] > 0
+
+
 def test_metric_lines_are_printed_for_sagemaker(dataset, tmp_path):
     result = _run(quick_args(dataset, tmp_path, "--epochs", "1"))
     assert result.returncode == 0, result.stderr[-3000:]

@@ -77,6 +77,11 @@ def test_bad_options_exit_with_usage(argv, capsys):
     assert "error:" in capsys.readouterr().err
 
 
+def test_sagemaker_style_underscored_hyperparameter_names_are_accepted():
+    opts = options.parse_options(["--data", "d", "--batch_size", "16", "--label_smoothing=0.2"], env={})
+    assert opts.batch_size == 16 and opts.label_smoothing == 0.2
+
+
 def test_str2bool_rejects_nonsense():
     assert options.str2bool("True") and not options.str2bool("0")
     with pytest.raises(Exception, match="expected true or false"):

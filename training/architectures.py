@@ -153,9 +153,10 @@ def _prefixed(module: nn.Module, root: nn.Module) -> Iterator[tuple[str, torch.T
         yield (f"{prefix}.{key}" if prefix else key), value
 
 
-def _offline_hint(name: str, exc: BaseException) -> WeightsUnavailable:
+def _offline_hint(name: str, exc: BaseException, which: str = "") -> WeightsUnavailable:
     return WeightsUnavailable(
-        f"could not get ImageNet weights for {name} ({type(exc).__name__}: {exc}). Offline? Pass --weights PATH "
+        f"could not get ImageNet weights {which or 'for ' + name} ({type(exc).__name__}: {exc}). "
+        f"Offline? Pass --weights PATH "
         f"(a local state dict file for {name}), or --weights none to train from scratch."
     )
 
@@ -183,7 +184,7 @@ def _torchvision_imagenet(name: str, num_classes: int) -> nn.Module:
     try:
         state = weights.get_state_dict(progress=False, check_hash=True)
     except Exception as exc:  # URLError, socket errors, hash mismatch: all mean "no weights here"
-        raise _offline_hint(f"{name} ({weights})", exc) from exc
+        raise _offline_hint(name, exc, which=str(weights)) from exc
     head_keys = {k for k, _ in _prefixed(head_module(model), model)}
     model.load_state_dict({k: v for k, v in state.items() if k not in head_keys}, strict=False)
     return model

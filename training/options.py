@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -149,7 +150,7 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
 def parse_options(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> argparse.Namespace:
     """Parse, fill recipe defaults for flags left unset, and check the combination."""
     parser = build_parser(env)
-    options = parser.parse_args(argv)
+    options = parser.parse_args(_dashed(argv))
     for key, value in RECIPES[options.recipe].items():
         if getattr(options, key) is None:
             setattr(options, key, value)
@@ -161,6 +162,19 @@ def parse_options(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
         parser.error("--image-size must be >= 0")
     options.name = options.name or f"breedfilter-{options.model.removeprefix('timm/')}"
     return options
+
+
+def _dashed(argv: Sequence[str] | None) -> list[str] | None:
+    """``--batch_size 32`` -> ``--batch-size 32``: SageMaker hyperparameter names are often written with ``_``."""
+    if argv is None:
+        argv = sys.argv[1:]
+    out = []
+    for token in argv:
+        if token.startswith("--"):
+            name, sep, value = token.partition("=")
+            token = name.replace("_", "-") + sep + value
+        out.append(token)
+    return out
 
 
 def hyperparameters(options: argparse.Namespace) -> dict[str, Any]:
@@ -182,8 +196,6 @@ def _channel_root(env: Mapping[str, str]) -> Path | None:
 
 def _checkpoint_default(env: Mapping[str, str]) -> Path:
     # SageMaker syncs /opt/ml/checkpoints to S3 when the job sets checkpoint_s3_uri (spot training).
-    if env.get("SM_CHECKPOINT_DIR"):
-        return Path(env["SM_CHECKPOINT_DIR"])
     if "SM_MODEL_DIR" in env:
         return Path("/opt/ml/checkpoints")
     return Path("out/train/checkpoints")
