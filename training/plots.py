@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -24,11 +25,12 @@ def training_curves(history: list[dict[str, Any]], path: Path) -> Path:
         loss_ax.plot(epochs, [row[key] for row in history], style, label=key.replace("_", " "))
     for key, style in (("train_accuracy", "-o"), ("valid_accuracy", "-s")):
         acc_ax.plot(epochs, [row[key] for row in history], style, label=key.replace("_", " "))
-    loss_ax.set(title="loss (valid: plain cross-entropy)", xlabel="epoch", ylabel="loss")
+    loss_ax.set(title="loss (train: as optimised, incl. label smoothing)", xlabel="epoch", ylabel="loss")
     acc_ax.set(title="accuracy", xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02))
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
         ax.legend()
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     unfrozen = [row["epoch"] for row in history if row.get("backbone_trainable")]
     if unfrozen and unfrozen[0] != epochs[0]:
         for ax in (loss_ax, acc_ax):
@@ -40,12 +42,12 @@ def training_curves(history: list[dict[str, Any]], path: Path) -> Path:
 def confusion_matrix(confusion: list[list[int]], labels: list[str], path: Path, title: str = "test") -> Path:
     """Rows: true class, columns: predicted; cells show counts, colour shows the row's share."""
     n = len(labels)
-    size = max(4.0, min(40.0, 0.35 * n + 3))
+    size = max(5.0, min(40.0, 0.35 * n + 3))
     fig, ax = plt.subplots(figsize=(size, size), constrained_layout=True)
     rows = [sum(row) or 1 for row in confusion]
     shares = [[cell / rows[i] for cell in row] for i, row in enumerate(confusion)]
     ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-    ax.set(title=f"confusion matrix ({title}): rows true, columns predicted", xlabel="predicted", ylabel="true")
+    ax.set(title=f"{title} confusion matrix", xlabel="predicted class", ylabel="true class")
     ax.set_xticks(range(n), labels, rotation=90 if n > 6 else 30, ha="right" if n <= 6 else "center")
     ax.set_yticks(range(n), labels)
     if n <= 30:
