@@ -310,6 +310,17 @@ def _write_outputs(
         written.append(artifact.package(opts.model_dir, opts.model_dir.parent / "model.tar.gz"))
     for path in written:
         log.info("wrote %s", path)
+    test_text = "no test split" if test is None else f"test accuracy {test.accuracy:.4f} ({test.count} images)"
+    log.info(
+        "done in %.0f s: best epoch %s (valid accuracy %.4f), %s; model %s version %s",
+        summary["wall_seconds"],
+        summary["best_epoch"],
+        summary["best_valid_accuracy"] or 0.0,
+        test_text,
+        config["name"],
+        config["version"],
+    )
+    log.info("classify files with it: python %s IMAGE...", opts.model_dir / "code" / "inference.py")
 
 
 if __name__ == "__main__":
