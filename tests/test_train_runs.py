@@ -84,6 +84,7 @@ def test_training_lowers_the_loss_on_a_learnable_task(trained):
     assert min(row["valid_loss"] for row in history) < 0.8
     assert summary["best_valid_accuracy"] >= 0.8
     assert summary["test"]["accuracy"] >= 0.7
+    assert history[-1]["lr"] > 0  # the rate the last steps trained at, not the schedule's end
 
 
 def test_run_writes_metrics_plots_and_a_sagemaker_layout_artifact(trained):
@@ -214,25 +215,24 @@ def test_freeze_bn_keeps_the_backbone_statistics_while_its_weights_train(dataset
 
 
 def test_early_stopping_stops_when_validation_stalls(dataset, tmp_path):
-    summary = train.main(
-        # A rate too small to move anything, statistics kept, a random head: validation cannot improve.
-        quick_args(
-            dataset,
-            tmp_path,
-            "--epochs",
-            "8",
-            "--lr",
-            "1e-9",
-            "--early-stopping-patience",
-            "2",
-            "--freeze-bn",
-            "true",
-            "--head-init",
-            "default",
-        )
-    )
+    # A rate too small to move anything, statistics kept, a random head: validation cannot improve.
+    args = quick_args(dataset, tmp_path, "--epochs", "8", "--lr", "1e-9", "--early-stopping-patience", "2")
+    args += ["--freeze-bn", "true", "--head-init", "default"]
+    summary = train.main(args)
     assert len(summary["history"]) < 8
     assert "early stopping" in summary["stop_reason"]
+    # Run again (as after a crash once last.pt was written): nothing left to train, the same outcome.
+    again = train.main(args)
+    assert _comparable(again["history"]) == _comparable(summary["history"])
+    assert again["stop_reason"] == summary["stop_reason"]
+
+
+def test_resuming_with_other_settings_is_refused(dataset, tmp_path):
+    train.main(quick_args(dataset, tmp_path, "--epochs", "1"))
+    import checkpoints
+
+    with pytest.raises(checkpoints.CheckpointMismatch, match="lr, optimizer"):
+        train.main(quick_args(dataset, tmp_path, "--epochs", "1", "--lr", "0.5", "--optimizer", "sgd"))
 
 
 def _run(args: list[str], env_extra: dict[str, str] | None = None, launcher: list[str] | None = None):
@@ -284,6 +284,23 @@ def test_runs_as_a_sagemaker_job_from_its_environment(dataset, tmp_path):
 def test_mixed_precision_runs_where_asked(dataset, tmp_path):
     summary = train.main(quick_args(dataset, tmp_path, "--epochs", "1", "--amp", "on"))  # bfloat16 autocast on CPU
     assert summary["test"]["count"] == 24 and summary["history"][0]["train_loss"] > 0
+
+
+def test_ddp_with_batchnorm_reports_the_metrics_of_the_model_it_saves(dataset, tmp_path):
+    """BatchNorm statistics drift apart per process; evaluation must use the saved (rank 0) ones everywhere."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    args = quick_args(dataset, tmp_path, "--epochs", "1", "--batch-size", "4", "--freeze-bn", "false")
+    result = _run(args, launcher=launcher)
+    assert result.returncode == 0, result.stderr[-3000:]
+    reported = json.loads((tmp_path / "output" / "metrics.json").read_text())["test"]
+    loaded = inference.model_fn(str(tmp_path / "model"))
+    index = imagefolder.index_dataset(imagefolder.split_dirs_from_root(dataset), verify_images=False)
+    predicted = [
+        inference.predict_bytes(loaded, path.read_bytes(), "image/jpeg")["predictions"][0]["index"]
+        for path, _ in index.splits["test"].samples
+    ]
+    correct = sum(p == target for p, (_, target) in zip(predicted, index.splits["test"].samples, strict=True))
+    assert correct / len(predicted) == pytest.approx(reported["accuracy"])
 
 
 def test_metric_lines_are_printed_for_sagemaker(dataset, tmp_path):

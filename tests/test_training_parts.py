@@ -119,6 +119,8 @@ def test_unknown_model_names_the_choices():
         architectures.build_model("resnet5000", 3)
     with pytest.raises(architectures.UnknownArchitecture, match="unknown model"):
         architectures.build_model("timm/no_such_net", 3)
+    with pytest.raises(architectures.UnknownArchitecture, match="auxiliary heads"):
+        architectures.build_model("inception_v3", 3)
 
 
 def test_offline_imagenet_weights_fail_with_the_weights_path_hint(monkeypatch):
@@ -151,6 +153,17 @@ def test_state_dict_of_another_architecture_is_refused(tmp_path):
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(architectures.WeightsUnavailable, match="not a loadable state dict"):
         architectures.build_model(TINY, 3, str(tmp_path / "junk.pth"))
+
+
+def test_trivialaugment_works_with_bicubic_preprocessing():
+    from PIL import Image
+
+    pre = architectures.default_preprocessing("timm/tf_efficientnet_lite0")  # bicubic
+    transform = imaging.train_transform(pre, augment="trivialaugment")
+    image = Image.new("RGB", (300, 260), (120, 80, 40))
+    torch.manual_seed(0)
+    for _ in range(40):  # each call draws another operation; bicubic rotations used to fail about half the time
+        assert transform(image).shape == (3, 224, 224)
 
 
 # -- recipe --------------------------------------------------------------------------------------------------
@@ -244,6 +257,8 @@ def test_epoch_shuffle_depends_only_on_seed_and_epoch_and_shards_cover_a_global_
     # With a per-process batch of 3, global batch k of two processes == batch k of one process with batch 6.
     for k in range(2):
         assert sorted(shards[0][3 * k : 3 * k + 3] + shards[1][3 * k : 3 * k + 3]) == sorted(order[6 * k : 6 * k + 6])
+    # A last batch of a single image (train-mode BatchNorm cannot take it) is left out; others are kept.
+    assert [len(ddp.EpochShuffleSampler(n, SINGLE, 0, batch_size=8)) for n in (17, 16, 9, 8, 1)] == [16, 16, 8, 8, 1]
     evals = [list(ddp.ShardSampler(7, ddp.World(r, 2, r, torch.device("cpu")))) for r in (0, 1)]
     assert sorted(evals[0] + evals[1]) == list(range(7))
 

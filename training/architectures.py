@@ -21,6 +21,7 @@ from torch import nn
 import imaging
 
 TIMM_PREFIX = "timm/"
+_AUXILIARY_HEADS = frozenset({"googlenet", "inception_v3"})
 WEIGHTS_CHOICES = ("imagenet", "none", "PATH")
 
 
@@ -175,6 +176,11 @@ def _torchvision(name: str, num_classes: int) -> nn.Module:
 
     if name not in list_models(module=__import__("torchvision").models):
         raise UnknownArchitecture(_unknown(name))
+    if name in _AUXILIARY_HEADS:
+        raise UnknownArchitecture(
+            f"{name} is not supported: in training it answers with auxiliary heads besides its logits; "
+            f"use resnet50, efficientnet_b0, convnext_tiny or another model with one head"
+        )
     return get_model(name, weights=None, num_classes=num_classes)
 
 

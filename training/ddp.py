@@ -62,6 +62,16 @@ def all_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) everywhere, so every rank evaluates the model it saves.
+
+    DDP copies buffers from rank 0 only before each forward pass: after the last training step each rank
+    holds its own statistics."""
+    if dist.is_initialized():
+        for buffer in module.buffers():
+            dist.broadcast(buffer.data, src=0)
+
+
 def broadcast_flag(flag: bool, world: World) -> bool:
     """Rank 0's decision (early stop, a rule's stop) for every process."""
     if not dist.is_initialized():
@@ -89,11 +99,13 @@ class EpochShuffleSampler(Sampler[int]):
 
     The order of an epoch depends only on the seed and the epoch number, so a run resumed from a checkpoint
     sees exactly the batches an uninterrupted run sees. With several processes each gets an equal share
-    (the shortest share sets the length, so no process waits on a missing batch).
+    (the shortest share sets the length, so no process waits on a missing batch). A last batch that would
+    hold a single image is left out (a different one each epoch).
     """
 
-    def __init__(self, length: int, world: World, seed: int):
+    def __init__(self, length: int, world: World, seed: int, batch_size: int = 0):
         self.length, self.world, self.seed, self.epoch = length, world, seed, 0
+        self.batch_size = batch_size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -105,4 +117,7 @@ class EpochShuffleSampler(Sampler[int]):
         return iter(share[: len(self)])
 
     def __len__(self) -> int:
-        return self.length // self.world.size
+        share = self.length // self.world.size
+        if self.batch_size > 1 and share > 1 and share % self.batch_size == 1:
+            share -= 1  # a last batch of one image breaks train-mode BatchNorm: leave it out this epoch
+        return share

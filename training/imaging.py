@@ -307,7 +307,8 @@ def train_transform(pre: Preprocessing, *, augment: str = "standard") -> Callabl
         v2.RandomHorizontalFlip(),
     ]
     if augment == "trivialaugment":
-        steps.append(v2.TrivialAugmentWide(interpolation=interpolation))
+        # Its rotations and shears run on tensors, which allow only nearest or bilinear (bicubic fails at random).
+        steps.append(v2.TrivialAugmentWide(interpolation=v2.InterpolationMode.BILINEAR))
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(pre.mean), std=list(pre.std))]
     return v2.Compose(steps)
 

@@ -50,6 +50,36 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
+# The options a checkpoint must share with the run that resumes it (everything that changes the training).
+RESUME_KEYS = (
+    "model",
+    "weights",
+    "image_size",
+    "recipe",
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "backbone_lr_ratio",
+    "unfreeze_epoch",
+    "momentum",
+    "weight_decay",
+    "scheduler",
+    "warmup_epochs",
+    "label_smoothing",
+    "augment",
+    "grad_clip",
+    "amp",
+    "early_stopping_patience",
+    "max_steps_per_epoch",
+    "seed",
+    "deterministic",
+    "freeze_bn",
+    "head_init",
+    "channels_last",
+)
+
+
 def str2bool(value: str | bool) -> bool:
     """SageMaker sends booleans as strings: True/False, true/false, 1/0, yes/no."""
     if isinstance(value, bool):

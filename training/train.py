@@ -74,9 +74,8 @@ def run(opts: argparse.Namespace, world: ddp.World, callbacks: Sequence[Any] = (
     )
     eval_tf = imaging.eval_transform(pre)
     valid_set = imagefolder.ImageFolderDataset(index.splits["valid"], eval_tf, pre.draft_size())
-    train_loader = _loader(
-        train_set, opts, world, ddp.EpochShuffleSampler(len(train_set), world, opts.seed), drop_last=False
-    )
+    train_sampler = ddp.EpochShuffleSampler(len(train_set), world, opts.seed, opts.batch_size)
+    train_loader = _loader(train_set, opts, world, train_sampler)
     valid_loader = _loader(valid_set, opts, world, ddp.ShardSampler(len(valid_set), world))
     steps = len(train_loader) if opts.max_steps_per_epoch <= 0 else min(len(train_loader), opts.max_steps_per_epoch)
     if steps == 0:
@@ -104,13 +103,11 @@ def run(opts: argparse.Namespace, world: ddp.World, callbacks: Sequence[Any] = (
         freeze_bn=opts.freeze_bn,
     )
     identity = {
-        "model": opts.model,
+        **{key: getattr(opts, key) for key in options_module.RESUME_KEYS},
         "labels": labels,
+        "counts": index.counts(),
         "crop": pre.crop,
-        "epochs": opts.epochs,
-        "batch_size": opts.batch_size,
         "world_size": world.size,
-        "recipe": opts.recipe,
     }
     if world.is_main and not opts.resume:
         (opts.checkpoint_dir / checkpoints.LAST).unlink(missing_ok=True)
@@ -207,7 +204,6 @@ def _loader(
     opts: argparse.Namespace,
     world: ddp.World,
     sampler: Any,
-    drop_last: bool = False,
 ) -> DataLoader:
     workers = max(0, opts.num_workers)
     return DataLoader(
@@ -216,7 +212,6 @@ def _loader(
         sampler=sampler,
         num_workers=workers,
         pin_memory=world.device.type == "cuda",
-        drop_last=drop_last,
         generator=torch.Generator(),
         prefetch_factor=4 if workers else None,
     )

@@ -116,6 +116,7 @@ class Trainer:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.stopped_early = False
         self.stop_reason = ""
+        self.last_lr = self.plan.lr
         self._wrapped: nn.Module | None = None
         self._wrapped_trainable: bool | None = None
 
@@ -127,12 +128,14 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # empty when the checkpoint was written without fp16 scaling
+            self.scaler.load_state_dict(state["scaler"])
         self.history = list(state["history"])
         self.best = dict(state["best"])
         self.start_epoch = int(state["epoch"]) + 1
         self.global_step = int(state["global_step"])
         self.stopped_early = bool(state.get("stopped_early", False))
+        self.stop_reason = str(state.get("stop_reason", ""))
         best_path = self.checkpoint_dir / checkpoints.BEST
         if best_path.is_file():
             self.best_state = torch.load(best_path, map_location="cpu", weights_only=True)
@@ -157,6 +160,7 @@ class Trainer:
             "history": self.history,
             "best": self.best,
             "stopped_early": self.stopped_early,
+            "stop_reason": self.stop_reason,
         }
         checkpoints.save_atomic(state, self.checkpoint_dir / checkpoints.LAST)
 
@@ -167,6 +171,7 @@ class Trainer:
                 break
             started = time.perf_counter()
             train_loss, train_accuracy, trainable = self._train_epoch(epoch)
+            ddp.broadcast_buffers(self.model)
             valid = evaluation.evaluate(
                 self.model,
                 self.valid_loader,
@@ -181,7 +186,7 @@ class Trainer:
                 "train_accuracy": train_accuracy,
                 "valid_loss": valid.loss,
                 "valid_accuracy": valid.accuracy,
-                "lr": self.optimizer.param_groups[-1]["lr"],
+                "lr": self.last_lr,
                 "backbone_trainable": trainable,
                 "epoch_seconds": round(time.perf_counter() - started, 3),
             }
@@ -248,6 +253,7 @@ class Trainer:
                 nn.utils.clip_grad_norm_(params, self.plan.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            self.last_lr = self.optimizer.param_groups[-1]["lr"]  # the head's rate this step used
             self.scheduler.step()
             self.global_step += 1
             batch = targets.numel()
