@@ -133,7 +133,7 @@ def test_mode_hsv():
 
 
 def gradient16() -> np.ndarray:
-    return np.tile(np.linspace(0, 65535, 256).astype(np.uint16), (4, 1))
+    return np.tile(np.linspace(0, 65535, 256).astype(np.uint16), (16, 1))
 
 
 @pytest.mark.parametrize(("mode", "fmt"), [("I;16", "PNG"), ("I;16", "TIFF"), ("I;16B", "TIFF")])
@@ -402,3 +402,33 @@ def test_train_transform_shape(augment):
 def test_train_transform_rejects_unknown_augment():
     with pytest.raises(ValueError, match="augment"):
         imaging.train_transform(Preprocessing(), augment="mixup")
+
+
+def _png(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def test_a_thin_strip_is_refused_before_resizing_blows_up_memory():
+    # Resizing the short side of 1x8000 to 256 pixels would allocate 256x2,048,000: ~1.6 GB from 95 bytes.
+    with pytest.raises(ImageInputError) as caught:
+        imaging.decode_rgb(_png(Image.new("1", (1, 8000))))
+    assert caught.value.status == 400 and "20:1" in caught.value.reason
+    assert imaging.decode_rgb(_png(Image.new("L", (400, 20)))).size == (400, 20)  # 20:1 is still a (wide) photo
+
+
+def _progressive_jpeg(side: int = 64) -> bytes:
+    out = io.BytesIO()
+    Image.new("L", (side, side), 128).save(out, "JPEG", progressive=True, quality=90)
+    return out.getvalue()
+
+
+def test_a_jpeg_with_thousands_of_scans_is_refused_before_decoding():
+    data = _progressive_jpeg()
+    last_scan = data[data.rindex(b"\xff\xda") : -2]
+    bomb = data[:-2] + last_scan * 200 + b"\xff\xd9"  # each repeated scan re-processes every coefficient
+    with pytest.raises(ImageInputError) as caught:
+        imaging.decode_rgb(bomb)
+    assert caught.value.status == 400 and "scans" in caught.value.reason
+    assert imaging.decode_rgb(data).size == (64, 64)  # an ordinary progressive JPEG (about 10 scans) decodes

@@ -413,3 +413,35 @@ def test_code_dir_runs_on_its_own(artifact, tmp_path):
     modules = next(line for line in run.stdout.splitlines() if line.startswith("MODULES")).split()[1:]
     assert all(Path(m).parent == code for m in modules), modules
     assert "loaded breedfilter-test" in run.stderr
+
+
+# --- resource limits found by review: each a small request that used to cost GBs or minutes --------------------
+
+
+def test_a_batch_that_decodes_to_too_many_pixels_in_all_is_413(artifact, monkeypatch):
+    monkeypatch.setenv("BREEDFILTER_MAX_PIXELS", "5000")  # each 48x40 image fits (1920); three do not
+    model = inference.model_fn(str(artifact))
+    two = json.dumps({"images": [b64(image_bytes())] * 2}).encode()
+    assert len(inference.predict_bytes(model, two, "application/json")["results"]) == 2
+    with pytest.raises(InferenceError) as caught:
+        inference.predict_bytes(model, json.dumps({"images": [b64(image_bytes())] * 3}).encode(), "application/json")
+    assert caught.value.status_code == 413 and "fewer or smaller" in caught.value.reason
+
+
+def test_deeply_nested_json_is_400_not_a_crash(loaded):
+    body = b'{"images": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with pytest.raises(InferenceError) as caught:
+        inference.predict_bytes(loaded, body, "application/json")
+    assert caught.value.status_code == 400
+
+
+def test_a_corrupt_avif_is_400_not_500(loaded):
+    from PIL import features
+
+    if not features.check("avif"):
+        pytest.skip("this Pillow has no AVIF decoder")
+    good = image_bytes("AVIF")
+    for broken in (good[: len(good) // 2], good[:40] + bytes(len(good) - 40)):
+        with pytest.raises(InferenceError) as caught:
+            inference.predict_bytes(loaded, broken, "application/octet-stream")
+        assert caught.value.status_code == 400

@@ -36,6 +36,10 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 if TYPE_CHECKING:
     import torch
 
+MAX_ASPECT_RATIO: float = 20.0
+"""Longer side / shorter side at most: resizing the short side of a 1xN strip would allocate N times the crop."""
+MAX_JPEG_SCANS: int = 100
+"""A progressive JPEG has about 10 scans; thousands of repeated scans make a small file decode for minutes."""
 MAX_PIXELS: int = 64_000_000
 """Default decompression-bomb cap: width * height of the (first frame of the) image, checked before decoding."""
 
@@ -61,6 +65,7 @@ _DECODE_ERRORS = (
     TypeError,
     struct.error,
     ZeroDivisionError,
+    RuntimeError,  # Pillow's AVIF plugin: "Failed to decode image"
 )
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _SIXTEEN_BIT = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
@@ -101,6 +106,12 @@ def decode_rgb(data: bytes, *, draft_size: tuple[int, int] | None = None, max_pi
                     )
                 if width < 1 or height < 1:
                     raise ImageInputError(f"image has no pixels: {width}x{height}", 400)
+                if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+                    raise ImageInputError(
+                        f"image is {width}x{height}: sides more than {MAX_ASPECT_RATIO:g}:1 apart are not a photo", 400
+                    )
+                if image.format == "JPEG" and _jpeg_scans(data) > MAX_JPEG_SCANS:
+                    raise ImageInputError(f"JPEG has more than {MAX_JPEG_SCANS} scans (a decoding bomb)", 400)
                 if draft_size is not None:
                     image.draft("RGB", (max(1, int(draft_size[0])), max(1, int(draft_size[1]))))
                 image.load()  # the whole first frame: truncated or corrupt data fails here, not later
@@ -115,6 +126,12 @@ def decode_rgb(data: bytes, *, draft_size: tuple[int, int] | None = None, max_pi
             ) from None
         except _DECODE_ERRORS as exc:
             raise ImageInputError(f"cannot decode image: {type(exc).__name__}: {exc}", 400) from None
+
+
+def _jpeg_scans(data: bytes | bytearray | memoryview) -> int:
+    """Start-of-scan markers (FF DA): entropy-coded data stuffs every FF with 00, so each is a real scan header
+    (or a byte pair inside an APP segment, which only errs towards counting more)."""
+    return bytes(data).count(b"\xff\xda")
 
 
 def load_rgb(

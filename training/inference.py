@@ -355,18 +355,30 @@ def _decode_batch(body: Any, settings: DecodeSettings) -> list[Image.Image | ima
         payload = json.loads(body if isinstance(body, str) else _as_bytes(body))  # bytes: UTF-8/16/32 detected
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise InferenceError(400, f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InferenceError(400, "request body is JSON nested too deeply") from None
     items = _batch_items(payload)
     if not items:
         raise InferenceError(400, "the batch has no images")
     if len(items) > settings.max_batch:
         raise InferenceError(413, f"batch of {len(items)} images exceeds the limit of {settings.max_batch}")
     decoded: list[Image.Image | imaging.ImageInputError] = []
+    pixels = 0
     for position, item in enumerate(items):
         try:
             data = _b64_item(item, position)
-            decoded.append(imaging.decode_rgb(data, draft_size=settings.draft_size, max_pixels=settings.max_pixels))
+            image = imaging.decode_rgb(data, draft_size=settings.draft_size, max_pixels=settings.max_pixels)
         except imaging.ImageInputError as exc:
             decoded.append(exc)
+            continue
+        pixels += image.width * image.height
+        if pixels > settings.max_pixels:  # the whole batch is held decoded at once: one image's cap for all
+            raise InferenceError(
+                413,
+                f"the batch decodes to more than {settings.max_pixels} pixels (at image {position}); "
+                f"send fewer or smaller images per request",
+            )
+        decoded.append(image)
     return decoded
 
 

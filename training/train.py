@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import random
 import sys
@@ -69,8 +70,10 @@ def run(opts: argparse.Namespace, world: ddp.World, callbacks: Sequence[Any] = (
     model = architectures.build_model(opts.model, len(labels), opts.weights)
     architectures.init_head(model, opts.head_init)
 
+    # RandomResizedCrop may take 8% of the area: decode JPEGs large enough that even that crop is not upscaled.
+    train_draft = max(pre.resize, math.ceil(pre.crop / math.sqrt(0.08)))
     train_set = imagefolder.ImageFolderDataset(
-        index.splits["train"], imaging.train_transform(pre, augment=opts.augment), pre.draft_size()
+        index.splits["train"], imaging.train_transform(pre, augment=opts.augment), (train_draft, train_draft)
     )
     eval_tf = imaging.eval_transform(pre)
     valid_set = imagefolder.ImageFolderDataset(index.splits["valid"], eval_tf, pre.draft_size())
