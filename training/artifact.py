@@ -15,7 +15,6 @@ Layout (DESIGN.md, SageMaker PyTorch serving)::
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import shutil
@@ -28,6 +27,8 @@ from typing import Any
 
 import torch
 
+from inference import sha256_file  # the endpoint's own check: one hash function for writing and reading
+
 FORMAT = "breedfilter-model/1"
 WEIGHTS_FILE = "model.pth"
 LABELS_FILE = "labels.json"
@@ -39,14 +40,6 @@ CODE_REQUIREMENTS = HERE / "inference-requirements.txt"
 
 class ArtifactError(ValueError):
     """A model dir or tarball that does not follow the layout."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def make_version(weights_sha256: str, now: datetime | None = None) -> str:
