@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from inference import sha256_file  # the endpoint's own check: one hash function for writing and reading
+from inference import ArtifactError, check_artifact, sha256_file  # the endpoint's own checks, for writing too
 
 FORMAT = "breedfilter-model/1"
 WEIGHTS_FILE = "model.pth"
@@ -36,10 +36,6 @@ CONFIG_FILE = "config.json"
 HERE = Path(__file__).resolve().parent
 CODE_FILES = ("inference.py", "imaging.py", "architectures.py")
 CODE_REQUIREMENTS = HERE / "inference-requirements.txt"
-
-
-class ArtifactError(ValueError):
-    """A model dir or tarball that does not follow the layout."""
 
 
 def make_version(weights_sha256: str, now: datetime | None = None) -> str:
@@ -95,31 +91,29 @@ def package(model_dir: Path, tarball: Path) -> Path:
 
 def extract(tarball: Path, destination: Path) -> Path:
     """Unpack safely (no absolute paths, no ``..``, no links) and check the layout."""
+    check_model_dir(_unpack(tarball, destination))
+    return destination
+
+
+def _unpack(tarball: Path, destination: Path) -> Path:
     with tarfile.open(tarball, "r:*") as tar:
         tar.extractall(destination, filter="data")
-    check_model_dir(destination)
     return destination
 
 
 def check_model_dir(model_dir: Path) -> dict[str, Any]:
-    """The config, after checking every file is there and the weights match their sha256."""
+    """The config, after checking every file is there and passes the endpoint's own ``check_artifact``."""
     expected = (WEIGHTS_FILE, LABELS_FILE, CONFIG_FILE, "code/requirements.txt", *(f"code/{f}" for f in CODE_FILES))
     missing = [name for name in expected if not (model_dir / name).is_file()]
     if missing:
         raise ArtifactError(f"{model_dir} is not a model artifact: missing {', '.join(missing)}")
-    config = json.loads((model_dir / CONFIG_FILE).read_text(encoding="utf-8"))
-    labels = json.loads((model_dir / LABELS_FILE).read_text(encoding="utf-8"))
-    actual = sha256_file(model_dir / WEIGHTS_FILE)
-    if actual != config.get("weights_sha256"):
-        raise ArtifactError(f"{WEIGHTS_FILE} sha256 {actual} != config.json's {config.get('weights_sha256')}")
-    if len(labels) != config.get("num_classes"):
-        raise ArtifactError(f"labels.json has {len(labels)} labels, config.json says {config.get('num_classes')}")
-    return config
+    return check_artifact(model_dir).config
 
 
 def read_config(tarball: Path) -> dict[str, Any]:
+    """The config of a checked ``model.tar.gz`` (unpacked to a temporary dir, checked once)."""
     with tempfile.TemporaryDirectory() as tmp:
-        return check_model_dir(extract(tarball, Path(tmp)))
+        return check_model_dir(_unpack(tarball, Path(tmp)))
 
 
 def describe(config: dict[str, Any]) -> str:

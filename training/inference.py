@@ -134,9 +134,21 @@ _decode = DecodeSettings()  # replaced by model_fn with the loaded model's setti
 # model_fn
 
 
-def model_fn(model_dir: str) -> LoadedModel:
-    """Load and check the artifact in ``model_dir``: format, weights sha256, labels vs num_classes, preprocessing."""
-    global _decode
+@dataclass(frozen=True)
+class CheckedArtifact:
+    """What ``check_artifact`` found valid in a model dir, before any model is built."""
+
+    config: dict[str, Any]
+    labels: tuple[str, ...]
+    weights_path: Path
+    num_classes: int
+    architecture: str
+    preprocessing: imaging.Preprocessing
+
+
+def check_artifact(model_dir: str | os.PathLike[str]) -> CheckedArtifact:
+    """Check the artifact in ``model_dir``: format, weights sha256, labels vs num_classes, preprocessing,
+    architecture. ``model_fn`` loads what it returns; ``artifact.py`` checks what it writes and unpacks with it."""
     root = Path(model_dir)
     config = _read_json(root / CONFIG_FILE, "config")
     if not isinstance(config, dict):
@@ -166,6 +178,16 @@ def model_fn(model_dir: str) -> LoadedModel:
     architecture = config.get("architecture")
     if not isinstance(architecture, str) or not architecture:
         raise ArtifactError(f"{root / CONFIG_FILE}: architecture must be a model name, not {architecture!r}")
+    return CheckedArtifact(config, labels, weights_path, num_classes, architecture, preprocessing)
+
+
+def model_fn(model_dir: str) -> LoadedModel:
+    """Load the artifact in ``model_dir`` after ``check_artifact``: the model in eval mode, ready to predict."""
+    global _decode
+    root = Path(model_dir)
+    checked = check_artifact(root)
+    config, labels, weights_path = checked.config, checked.labels, checked.weights_path
+    num_classes, architecture, preprocessing = checked.num_classes, checked.architecture, checked.preprocessing
     top_k = _top_k(config, num_classes)
     decode = DecodeSettings(
         draft_size=preprocessing.draft_size(),
