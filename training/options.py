@@ -4,8 +4,11 @@ The same flags work everywhere: SageMaker passes hyperparameters as ``--name val
 ``False``) and the data and output paths as ``SM_*`` variables; locally they are flags with sensible defaults.
 Two recipes set the defaults: ``finetune`` (what strong references do) and ``naive`` (what most published
 solutions do: frozen backbone, one fixed learning rate, no schedule); any flag given overrides its recipe.
+``--hyperparameters FILE`` (a JSON object of flag names to values, such as the tuner's best_hyperparameters.json)
+sets flags from a file; flags on the command line win over it, and it wins over the recipe.
 
     python training/train.py --help
+    python training/train.py --data DIR --hyperparameters out/tune/STUDY/best_hyperparameters.json
 """
 
 from __future__ import annotations
@@ -137,6 +140,12 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
 
     recipe = parser.add_argument_group("recipe (defaults from --recipe; any flag overrides)")
     recipe.add_argument("--recipe", choices=sorted(RECIPES), default="finetune")
+    recipe.add_argument(
+        "--hyperparameters",
+        type=Path,
+        metavar="FILE",
+        help="JSON {flag: value} (e.g. the tuner's best_hyperparameters.json); command-line flags win over it",
+    )
     recipe.add_argument("--epochs", type=positive_int, default=10)
     recipe.add_argument("--batch-size", type=positive_int, default=32, help="per process")
     recipe.add_argument("--optimizer", choices=["adamw", "adam", "sgd"])
@@ -180,7 +189,10 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
 def parse_options(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> argparse.Namespace:
     """Parse, fill recipe defaults for flags left unset, and check the combination."""
     parser = build_parser(env)
-    options = parser.parse_args(_dashed(argv))
+    argv = _dashed(argv)
+    options = parser.parse_args(argv)
+    if options.hyperparameters is not None:  # the file's flags first, so the command line's own flags win
+        options = parser.parse_args([*hyperparameter_file_flags(options.hyperparameters, parser), *argv])
     for key, value in RECIPES[options.recipe].items():
         if getattr(options, key) is None:
             setattr(options, key, value)
@@ -207,6 +219,33 @@ def _dashed(argv: Sequence[str] | None) -> list[str] | None:
     return out
 
 
+def hyperparameter_file_flags(path: Path, parser: argparse.ArgumentParser) -> list[str]:
+    """``{"lr": 0.01, "batch_size": 64}`` -> ``["--lr", "0.01", "--batch-size", "64"]``, checked against the parser."""
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        parser.error(f"--hyperparameters {path}: {exc.strerror or exc}")
+    except json.JSONDecodeError as exc:
+        parser.error(f"--hyperparameters {path}: not JSON ({exc})")
+    if not isinstance(values, dict):
+        parser.error(f"--hyperparameters {path}: expected a JSON object of flag names to values")
+    known = {
+        action.dest: action.option_strings[-1]
+        for action in parser._actions
+        if action.option_strings and action.dest not in ("help", "hyperparameters")
+    }
+    flags: list[str] = []
+    for name, value in values.items():
+        dest = str(name).removeprefix("--").replace("-", "_")
+        if dest not in known:
+            parser.error(f"--hyperparameters {path}: unknown option {name!r} (train.py --help lists them)")
+        if isinstance(value, dict | list) or value is None:
+            parser.error(f"--hyperparameters {path}: {name} must be a number, string or boolean, not {value!r}")
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        flags += [known[dest], text]
+    return flags
+
+
 def hyperparameters(options: argparse.Namespace) -> dict[str, Any]:
     """The options as JSON-safe values, stored in config.json and metrics.json."""
     return json.loads(json.dumps(vars(options), default=str))
@@ -226,6 +265,7 @@ def _channel_root(env: Mapping[str, str]) -> Path | None:
 
 def _checkpoint_default(env: Mapping[str, str]) -> Path:
     # SageMaker syncs /opt/ml/checkpoints to S3 when the job sets checkpoint_s3_uri (spot training).
+    # One subdirectory per job: the trials of a tuning job may share one checkpoint prefix.
     if "SM_MODEL_DIR" in env:
-        return Path("/opt/ml/checkpoints")
+        return Path("/opt/ml/checkpoints") / env.get("TRAINING_JOB_NAME", "")
     return Path("out/train/checkpoints")

@@ -195,6 +195,8 @@ class Trainer:
             if improved:
                 self.best = {"valid_accuracy": valid.accuracy, "valid_loss": valid.loss, "epoch": epoch + 1}
                 self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
+            # The saved model's score so far: the tuning objective (SageMaker ranks a job by its last value).
+            row["best_valid_accuracy"] = self.best["valid_accuracy"]
             stop = self._early_stop(epoch)
             for callback in self.callbacks:
                 if getattr(callback, "on_epoch_end", None) and callback.on_epoch_end(self, row):

@@ -1,0 +1,49 @@
+"""The ``breedfilter`` command: one entry point for the project's jobs.
+
+    breedfilter data upload DIR s3://BUCKET/PREFIX     upload an ImageFolder dataset (skips unchanged files)
+    breedfilter tune --local --data DIR [...]          tune train.py here with Optuna (leaderboard, plot, best flags)
+    breedfilter tune --data s3://... --role ARN [...]  a SageMaker hyperparameter tuning job
+    breedfilter train --data s3://... --role ARN [...] a SageMaker training job (locally: python training/train.py)
+
+Each subcommand has --help.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+USAGE = __doc__.split("\n\n")[1].rstrip()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(f"usage: breedfilter COMMAND ...\n\n{USAGE}\n\nEach command has --help.")
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "data":
+        if not rest or rest[0] != "upload":
+            print("usage: breedfilter data upload DIR s3://BUCKET/PREFIX [--dry-run] [--workers N]", file=sys.stderr)
+            return 2
+        from breedfilter import data_upload
+
+        return data_upload.main(rest[1:])
+    if command == "tune":
+        if "--local" in rest:
+            from breedfilter import tune_local
+
+            return tune_local.main([a for a in rest if a != "--local"])
+        from breedfilter import sagemaker_jobs
+
+        return sagemaker_jobs.main("tuning", rest)
+    if command == "train":
+        from breedfilter import sagemaker_jobs
+
+        return sagemaker_jobs.main("training", rest)
+    print(f"breedfilter: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

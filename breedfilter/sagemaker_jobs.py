@@ -1,0 +1,374 @@
+"""Launch training/train.py on SageMaker (SDK v3): a training job with ModelTrainer, a tuning job with
+HyperparameterTuner over training/search_space.json. Needs the optional extra: pip install -e '.[sagemaker]'.
+
+    breedfilter train --data s3://BUCKET/datasets/dogs --role ROLE_ARN [--instance-type ml.g4dn.xlarge]
+                      [--instance-count 2] [--spot] [--hyperparameters best_hyperparameters.json] [train.py flags]
+    breedfilter tune  --data s3://BUCKET/datasets/dogs --role ROLE_ARN [--max-jobs 20] [--max-parallel 2]
+                      [train.py flags, which stay fixed in every trial]
+
+Flags it does not know go to train.py as hyperparameters (``--model timm/tf_efficientnet_lite0 --epochs 10``),
+checked against train.py's parser first. The data prefix holds train/ valid/ test/ (``breedfilter data upload``)
+and becomes the ``data`` channel (SM_CHANNEL_DATA). Outputs, code, checkpoints and TensorBoard files go under
+``--output`` (default s3://DATA_BUCKET/breedfilter). It prints the job name, the console link, the artifact URI
+and the ``sam deploy`` line that serves it. SDK telemetry is off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import shlex
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from breedfilter import metrics, search_space
+
+# The newest PyTorch DLCs the pinned SDK knows (sagemaker.core.image_uris); torch 2.x APIs train.py uses.
+TRAINING_FRAMEWORK = "2.10.0"
+INFERENCE_FRAMEWORK = "2.6.0"
+# Paths SageMaker sets itself (SM_CHANNEL_*, SM_MODEL_DIR, /opt/ml/checkpoints): not hyperparameters.
+SET_BY_SAGEMAKER = frozenset({"data", "train", "valid", "test", "model_dir", "output_data_dir", "checkpoint_dir"})
+S3_URI = re.compile(r"^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(/.*)?$")
+
+
+class LaunchError(Exception):
+    """A problem the user can fix; printed as one message, no traceback."""
+
+
+@dataclass(frozen=True)
+class Launched:
+    kind: str  # "training" or "tuning"
+    name: str
+    region: str
+    output: str  # s3://.../breedfilter/jobs
+    hyperparameters: dict[str, str]
+
+    @property
+    def console(self) -> str:
+        page = "jobs" if self.kind == "training" else "hyper-tuning-jobs"
+        return f"https://{self.region}.console.aws.amazon.com/sagemaker/home?region={self.region}#/{page}/{self.name}"
+
+    def artifact(self, job_name: str | None = None) -> str:
+        return f"{self.output}/{job_name or self.name}/output/model.tar.gz"
+
+
+# -- arguments --------------------------------------------------------------------------------------------
+def build_parser(kind: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"breedfilter {'train' if kind == 'training' else 'tune'}",
+        description=(
+            "Start a SageMaker training job running training/train.py."
+            if kind == "training"
+            else "Start a SageMaker hyperparameter tuning job over training/search_space.json "
+            "(for a local Optuna study: breedfilter tune --local)."
+        ),
+        epilog="Other --flags go to train.py as hyperparameters (python training/train.py --help lists them).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--data", required=True, help="s3://BUCKET/PREFIX holding train/ valid/ test/")
+    parser.add_argument("--role", default=os.environ.get("BREEDFILTER_SAGEMAKER_ROLE"), help="execution role ARN")
+    parser.add_argument("--region", default=None, help="AWS region (default: your profile's)")
+    parser.add_argument(
+        "--output", help="s3:// prefix for jobs, code, checkpoints (default s3://DATA_BUCKET/breedfilter)"
+    )
+    parser.add_argument("--instance-type", default="ml.g4dn.xlarge", help="ml.g4dn.xlarge: 1 T4 GPU, the cheapest")
+    parser.add_argument("--volume-gb", type=int, default=30)
+    parser.add_argument("--max-runtime-hours", type=float, default=24.0, help="stop a job after this long")
+    parser.add_argument("--spot", action="store_true", help="managed spot training; resumes from checkpoints")
+    parser.add_argument("--max-wait-hours", type=float, default=48.0, help="with --spot: runtime plus waiting")
+    parser.add_argument("--framework-version", default=TRAINING_FRAMEWORK, help="PyTorch training container")
+    parser.add_argument("--image-uri", help="training image (default: the PyTorch DLC for the version and instance)")
+    parser.add_argument(
+        "--hyperparameters", type=Path, metavar="FILE", help="JSON {flag: value}, e.g. the tuner's best"
+    )
+    parser.add_argument("--wait", action="store_true", help="wait for the job and stream its logs")
+    if kind == "training":
+        parser.add_argument("--instance-count", type=int, default=1, help="more than 1: torchrun across instances")
+        parser.add_argument("--job-name-prefix", default="breedfilter")
+    else:
+        parser.add_argument("--space", type=Path, default=search_space.DEFAULT_PATH, help="search space file")
+        parser.add_argument("--max-jobs", type=int, default=20, help="training jobs in all")
+        parser.add_argument("--max-parallel", type=int, default=2, help="training jobs at once")
+        parser.add_argument("--strategy", choices=["Bayesian", "Random", "Hyperband", "Grid"], default="Bayesian")
+        parser.add_argument("--early-stopping", choices=["Auto", "Off"], default="Auto", help="stop hopeless jobs")
+        parser.add_argument("--job-name-prefix", default="bf-tune", help="tuning job names are at most 32 characters")
+    return parser
+
+
+def parse(kind: str, argv: Sequence[str]) -> tuple[argparse.Namespace, dict[str, str]]:
+    parser = build_parser(kind)
+    args, extra = parser.parse_known_args(argv)
+    bucket_match = S3_URI.match(args.data)
+    if not bucket_match:
+        parser.error(
+            f"--data must be s3://BUCKET/PREFIX (upload first: breedfilter data upload DIR s3://…), not {args.data}"
+        )
+    args.data = args.data.rstrip("/") + "/"
+    args.output = (args.output or f"s3://{bucket_match.group(1)}/breedfilter").rstrip("/")
+    if not S3_URI.match(args.output):
+        parser.error(f"--output must be an s3:// URI, not {args.output}")
+    try:
+        hyperparameters = collect_hyperparameters(args.hyperparameters, extra)
+    except LaunchError as exc:
+        parser.error(str(exc))
+    return args, hyperparameters
+
+
+def collect_hyperparameters(file: Path | None, extra: Sequence[str]) -> dict[str, str]:
+    """train.py flags from a JSON file, then from the command line (which wins), as SageMaker's strings."""
+    values: dict[str, Any] = {}
+    if file is not None:
+        try:
+            loaded = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise LaunchError(f"--hyperparameters {file}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise LaunchError(f"--hyperparameters {file}: expected a JSON object of flag names to values")
+        values.update(loaded)
+    tokens = list(extra)
+    while tokens:
+        token = tokens.pop(0)
+        if not token.startswith("--"):
+            raise LaunchError(f"unexpected argument {token!r} (train.py flags come as --name value)")
+        name, eq, value = token[2:].partition("=")
+        if not eq:
+            if not tokens or tokens[0].startswith("--"):
+                raise LaunchError(f"--{name} needs a value")
+            value = tokens.pop(0)
+        values[name] = value
+    known = search_space.train_option_names()
+    out: dict[str, str] = {}
+    for name, value in values.items():
+        key = name.replace("-", "_")
+        if key in SET_BY_SAGEMAKER:
+            raise LaunchError(f"--{name} is set by SageMaker (channels and /opt/ml paths); use --data s3://…")
+        if key not in known or key == "hyperparameters":
+            raise LaunchError(f"unknown train.py option --{name} (python training/train.py --help lists them)")
+        if isinstance(value, dict | list) or value is None:
+            raise LaunchError(f"{name}: a hyperparameter is a number, string or boolean, not {value!r}")
+        out[key] = str(value).lower() if isinstance(value, bool) else str(value)
+    return out
+
+
+# -- SageMaker objects ------------------------------------------------------------------------------------
+def sagemaker_session(region: str | None, default_bucket: str) -> Any:
+    """A SageMaker session with SDK telemetry off (it would call home on every job) and the user's config kept."""
+    import boto3
+    from sagemaker.core.config.config import load_sagemaker_config
+    from sagemaker.core.helper.session_helper import Session
+
+    config = load_sagemaker_config() or {}
+    config.setdefault("SchemaVersion", "1.0")
+    modules = config.setdefault("SageMaker", {}).setdefault("PythonSDK", {}).setdefault("Modules", {})
+    modules["TelemetryOptOut"] = True
+    boto_session = boto3.Session(region_name=region)
+    if not boto_session.region_name:
+        raise LaunchError("no AWS region: pass --region, or set AWS_DEFAULT_REGION, or `aws configure`")
+    return Session(boto_session=boto_session, default_bucket=default_bucket, sagemaker_config=config)
+
+
+def training_image(args: argparse.Namespace, region: str) -> str:
+    if args.image_uri:
+        return args.image_uri
+    from sagemaker.core import image_uris
+
+    return image_uris.retrieve(
+        framework="pytorch",
+        region=region,
+        version=args.framework_version,
+        py_version=_py_version("training", args.framework_version),
+        instance_type=args.instance_type,
+        image_scope="training",
+    )
+
+
+def inference_image(region: str, instance_type: str = "ml.m5.large") -> str:
+    """The CPU PyTorch inference container for the endpoint (serverless inference has no GPUs)."""
+    from sagemaker.core import image_uris
+
+    return image_uris.retrieve(
+        framework="pytorch",
+        region=region,
+        version=INFERENCE_FRAMEWORK,
+        py_version=_py_version("inference", INFERENCE_FRAMEWORK),
+        instance_type=instance_type,
+        image_scope="inference",
+    )
+
+
+def _py_version(scope: str, version: str) -> str:
+    from sagemaker.core import image_uris
+
+    config = image_uris.config_for_framework("pytorch")[scope]
+    version = config.get("version_aliases", {}).get(version, version)
+    return config["versions"][version]["py_versions"][-1]
+
+
+def model_trainer(
+    args: argparse.Namespace, hyperparameters: dict[str, str], session: Any, kind: str, run_id: str
+) -> Any:
+    from sagemaker.core.shapes import CheckpointConfig, MetricDefinition, OutputDataConfig, StoppingCondition, Tag
+    from sagemaker.core.training.configs import Compute, SourceCode, TensorBoardOutputConfig
+    from sagemaker.train import ModelTrainer
+    from sagemaker.train.distributed import Torchrun
+
+    region = session.boto_region_name
+    count = getattr(args, "instance_count", 1)
+    stopping = {"max_runtime_in_seconds": int(args.max_runtime_hours * 3600)}
+    if args.spot:
+        stopping["max_wait_time_in_seconds"] = int(max(args.max_wait_hours, args.max_runtime_hours) * 3600)
+    trainer = ModelTrainer(
+        sagemaker_session=session,
+        role=args.role,
+        base_job_name=args.job_name_prefix,
+        training_image=training_image(args, region),
+        source_code=SourceCode(
+            source_dir=str(search_space.TRAINING_DIR), entry_script="train.py", requirements="requirements.txt"
+        ),
+        # torchrun: one process per GPU on each instance, DistributedDataParallel across them all.
+        distributed=Torchrun() if kind == "training" else None,
+        compute=Compute(
+            instance_type=args.instance_type,
+            instance_count=count,
+            volume_size_in_gb=args.volume_gb,
+            enable_managed_spot_training=args.spot,
+        ),
+        stopping_condition=StoppingCondition(**stopping),
+        output_data_config=OutputDataConfig(s3_output_path=f"{args.output}/jobs"),
+        # train.py checkpoints to /opt/ml/checkpoints/<job name> each epoch; SageMaker syncs that to S3 and a
+        # restarted spot job resumes. One prefix per launch: SageMaker downloads the whole prefix at start.
+        checkpoint_config=CheckpointConfig(s3_uri=f"{args.output}/checkpoints/{run_id}")
+        if kind == "training" or args.spot
+        else None,
+        hyperparameters=hyperparameters,
+        tags=[Tag(key="project", value="breedfilter")],
+    )
+    trainer = trainer.with_metric_definitions(
+        [MetricDefinition(name=d["Name"], regex=d["Regex"]) for d in metrics.definitions()]
+    )
+    return trainer.with_tensorboard_output_config(
+        TensorBoardOutputConfig(s3_output_path=f"{args.output}/tensorboard", local_path="/opt/ml/output/tensorboard")
+    )
+
+
+def data_channel(args: argparse.Namespace) -> list[Any]:
+    from sagemaker.core.training.configs import InputData
+
+    return [InputData(channel_name="data", data_source=args.data)]
+
+
+# -- commands ---------------------------------------------------------------------------------------------
+def start_training(args: argparse.Namespace, hyperparameters: dict[str, str]) -> Launched:
+    session = sagemaker_session(args.region, S3_URI.match(args.output).group(1))
+    run_id = f"{args.job_name_prefix}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
+    trainer = model_trainer(args, hyperparameters, session, "training", run_id)
+    trainer.train(input_data_config=data_channel(args), wait=args.wait, logs=args.wait)
+    name = trainer._latest_training_job.training_job_name
+    return Launched("training", name, session.boto_region_name, f"{args.output}/jobs", hyperparameters)
+
+
+def start_tuning(args: argparse.Namespace, hyperparameters: dict[str, str]) -> Launched:
+    from sagemaker.train.tuner import HyperparameterTuner
+
+    space = search_space.load(args.space)
+    fixed = [name for name in space.names if name in hyperparameters]
+    space = space.without(fixed)
+    if not space.parameters:
+        raise LaunchError(f"nothing left to tune: every parameter of {args.space} is fixed on the command line")
+    session = sagemaker_session(args.region, S3_URI.match(args.output).group(1))
+    name = f"{args.job_name_prefix}-{dt.datetime.now(dt.UTC):%y%m%d-%H%M%S}"[:32]
+    trainer = model_trainer(args, hyperparameters, session, "tuning", name)
+    tuner = HyperparameterTuner(
+        trainer,
+        objective_metric_name=space.objective,
+        hyperparameter_ranges=search_space.to_sagemaker(space),
+        metric_definitions=metrics.definitions(),
+        strategy=args.strategy,
+        objective_type="Maximize" if space.direction == "maximize" else "Minimize",
+        max_jobs=args.max_jobs,
+        max_parallel_jobs=args.max_parallel,
+        early_stopping_type=args.early_stopping if args.strategy != "Hyperband" else "Off",
+        tags=[{"Key": "project", "Value": "breedfilter"}],
+    )
+    tuner.tune(inputs=data_channel(args), job_name=name, wait=args.wait)
+    return Launched("tuning", name, session.boto_region_name, f"{args.output}/jobs", hyperparameters)
+
+
+def deploy_line(artifact: str, region: str) -> str:
+    overrides = {
+        "NamePrefix": "breedfilter",
+        "EndpointInstanceType": "serverless",
+        "ModelDataUrl": artifact,
+        "InferenceImageUri": inference_image(region),
+    }
+    return "sam deploy --parameter-overrides " + " ".join(f"{k}={shlex.quote(v)}" for k, v in overrides.items())
+
+
+def report(launched: Launched, args: argparse.Namespace) -> str:
+    lines = [
+        f"started SageMaker {launched.kind} job {launched.name} ({launched.region})",
+        f"  console:     {launched.console}",
+        f"  data:        {args.data} (channel 'data')",
+        f"  hyperparams: {json.dumps(launched.hyperparameters, sort_keys=True) if launched.hyperparameters else '-'}",
+        f"  logs:        aws logs tail /aws/sagemaker/TrainingJobs --follow --log-stream-name-prefix {launched.name}",
+        f"  tensorboard: {args.output}/tensorboard",
+    ]
+    if launched.kind == "training":
+        artifact = launched.artifact()
+        lines += [
+            f"  status:      aws sagemaker describe-training-job --training-job-name {launched.name} "
+            "--query '[TrainingJobStatus,FinalMetricDataList]'",
+            f"  artifact:    {artifact} (when the job completes)",
+            "serve it (after `sam build`):",
+            f"  {deploy_line(artifact, launched.region)}",
+        ]
+    else:
+        best = "BEST_TRAINING_JOB"
+        lines += [
+            f"  best job:    aws sagemaker describe-hyper-parameter-tuning-job --hyper-parameter-tuning-job-name "
+            f"{launched.name} --query 'BestTrainingJob.[TrainingJobName,TunedHyperParameters,"
+            "FinalHyperParameterTuningJobObjectiveMetric]'",
+            f"  artifact:    {launched.artifact(best)} (the best job's)",
+            "serve the best model (after `sam build`):",
+            f"  {deploy_line(launched.artifact(best), launched.region)}",
+        ]
+    return "\n".join(lines)
+
+
+def main(kind: str, argv: Sequence[str] | None = None) -> int:
+    args, hyperparameters = parse(kind, sys.argv[1:] if argv is None else argv)
+    try:
+        import sagemaker.train  # noqa: F401
+    except ImportError:
+        print("error: the SageMaker launcher needs the SageMaker SDK: pip install -e '.[sagemaker]'", file=sys.stderr)
+        return 2
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+    from sagemaker.core.helper.iam_role_resolver import RoleValidationError
+
+    try:
+        launched = start_training(args, hyperparameters) if kind == "training" else start_tuning(args, hyperparameters)
+    except (LaunchError, RoleValidationError, ValueError) as exc:  # ValueError: SearchSpaceError, unknown versions
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except NoCredentialsError:
+        print(
+            "error: no AWS credentials: run `aws configure` (or `aws sso login`), or set AWS_PROFILE", file=sys.stderr
+        )
+        return 1
+    except ClientError as exc:
+        print(
+            f"error: AWS said {exc.response['Error'].get('Code')}: {exc.response['Error'].get('Message')}",
+            file=sys.stderr,
+        )
+        return 1
+    except BotoCoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(report(launched, args))
+    return 0
