@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import os
 import re
 import shlex
@@ -264,8 +265,32 @@ def data_channel(args: argparse.Namespace) -> list[Any]:
 
 
 # -- commands ---------------------------------------------------------------------------------------------
+def check_data(args: argparse.Namespace, boto_session: Any) -> None:
+    """The job reads train/ valid/ test/ under --data: say so now, not after provisioning, if they are missing."""
+    from botocore.exceptions import ClientError
+
+    bucket, _, prefix = args.data.removeprefix("s3://").partition("/")
+    s3 = boto_session.client("s3")
+    missing = []
+    for split in ("train", "valid", "test"):
+        try:
+            listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}{split}/", MaxKeys=1)
+        except ClientError as exc:
+            if exc.response["Error"].get("Code") == "NoSuchBucket":
+                raise LaunchError(f"bucket {bucket} does not exist (--data {args.data})") from exc
+            raise
+        if not listed.get("KeyCount"):
+            missing.append(f"{split}/")
+    if missing:
+        raise LaunchError(
+            f"no {', '.join(missing)} under {args.data}: the job reads train/ valid/ test/ from there. "
+            f"Upload the dataset first: breedfilter data upload DIR {args.data}"
+        )
+
+
 def start_training(args: argparse.Namespace, hyperparameters: dict[str, str]) -> Launched:
     session = sagemaker_session(args.region, S3_URI.match(args.output).group(1))
+    check_data(args, session.boto_session)
     run_id = f"{args.job_name_prefix}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
     trainer = model_trainer(args, hyperparameters, session, "training", run_id)
     trainer.train(input_data_config=data_channel(args), wait=args.wait, logs=args.wait)
@@ -282,6 +307,7 @@ def start_tuning(args: argparse.Namespace, hyperparameters: dict[str, str]) -> L
     if not space.parameters:
         raise LaunchError(f"nothing left to tune: every parameter of {args.space} is fixed on the command line")
     session = sagemaker_session(args.region, S3_URI.match(args.output).group(1))
+    check_data(args, session.boto_session)
     name = f"{args.job_name_prefix}-{dt.datetime.now(dt.UTC):%y%m%d-%H%M%S}"[:32]
     trainer = model_trainer(args, hyperparameters, session, "tuning", name)
     tuner = HyperparameterTuner(
@@ -351,6 +377,9 @@ def main(kind: str, argv: Sequence[str] | None = None) -> int:
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
     from sagemaker.core.helper.iam_role_resolver import RoleValidationError
 
+    if not args.wait:  # the SDK narrates at INFO; what matters is printed below (with --wait: its job logs)
+        logging.getLogger("sagemaker").setLevel(logging.WARNING)
+
     try:
         launched = start_training(args, hyperparameters) if kind == "training" else start_tuning(args, hyperparameters)
     except (LaunchError, RoleValidationError, ValueError) as exc:  # ValueError: SearchSpaceError, unknown versions
@@ -362,10 +391,15 @@ def main(kind: str, argv: Sequence[str] | None = None) -> int:
         )
         return 1
     except ClientError as exc:
-        print(
-            f"error: AWS said {exc.response['Error'].get('Code')}: {exc.response['Error'].get('Message')}",
-            file=sys.stderr,
-        )
+        error = exc.response["Error"]
+        print(f"error: AWS said {error.get('Code')}: {error.get('Message')}", file=sys.stderr)
+        if error.get("Code") == "ResourceLimitExceeded":
+            print(
+                f"  new accounts have no quota for most instance types: request one in Service Quotas (SageMaker, "
+                f"'{args.instance_type} for {'spot ' if args.spot else ''}training job usage'), or pick another "
+                "--instance-type",
+                file=sys.stderr,
+            )
         return 1
     except BotoCoreError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -115,6 +116,7 @@ def run_inprocess(argv: list[str], reporter: Reporter, log_path: Path) -> None:
         log_path.open("a", encoding="utf-8") as log_file,
         contextlib.redirect_stdout(log_file),
         contextlib.redirect_stderr(log_file),
+        _root_logging_restored(),  # train.py points the root logger at (redirected) stdout
     ):
         try:
             train.main(argv, callbacks=[PruningCallback(reporter)])
@@ -124,6 +126,20 @@ def run_inprocess(argv: list[str], reporter: Reporter, log_path: Path) -> None:
             raise TrialError(f"train.py exited with {exc.code}; see {log_path}") from None
         except Exception as exc:
             raise TrialError(f"{type(exc).__name__}: {exc}; see {log_path}") from exc
+
+
+@contextlib.contextmanager
+def _root_logging_restored() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 def run_subprocess(argv: list[str], reporter: Reporter, log_path: Path, threads: int) -> None:
