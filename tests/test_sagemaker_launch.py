@@ -306,4 +306,4 @@ def _template_parameters() -> dict[str, Any]:
         pass
 
     Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
-    return yaml.load(TEMPLATE_PATH.read_text(), Loader=Loader)["Parameters"]  # noqa: S506 - SafeLoader subclass
+    return yaml.load(TEMPLATE_PATH.read_text(), Loader=Loader)["Parameters"]
