@@ -73,9 +73,13 @@ class Reporter:
         self.trial, self.objective, self.log = trial, objective, log
         self.last: dict[str, float] = {}
         self.pruned_at: int | None = None
+        self.kept: tuple[float, float] | None = None  # (valid_accuracy, -valid_loss) of the epoch train.py keeps
 
     def epoch(self, values: dict[str, float]) -> bool:
         self.last.update(values)
+        if "valid_accuracy" in values and "valid_loss" in values:
+            key = (values["valid_accuracy"], -values["valid_loss"])
+            self.kept = key if self.kept is None or key > self.kept else self.kept
         if self.objective not in values or "epoch" not in values:
             return False
         epoch = int(values["epoch"])
@@ -250,6 +254,8 @@ class Tuner:
         finally:
             trial.set_user_attr("seconds", round(time.perf_counter() - started, 1))
             trial.set_user_attr("epochs", int(reporter.last.get("epoch", 0)))
+            if reporter.kept is not None:  # breaks ties on accuracy in the leaderboard (3 breeds saturate at 1.0)
+                trial.set_user_attr("valid_loss", -reporter.kept[1])
         if self.space.objective not in reporter.last:
             raise TrialError(f"train.py printed no {self.space.objective}; see {trial_dir / 'train.log'}")
         value = reporter.last[self.space.objective]  # the last value, as a SageMaker tuning job takes it

@@ -18,7 +18,11 @@ ORDER = {"COMPLETE": 0, "PRUNED": 1, "FAIL": 2, "RUNNING": 3, "WAITING": 4}
 
 
 def rows(study: Any, names: list[str]) -> list[dict[str, Any]]:
-    """One row per trial, best first: complete trials by objective, then pruned by their last value, then the rest."""
+    """One row per trial, best first: complete trials by objective, then pruned by their last value, then the rest.
+
+    Equal objectives are ranked by the validation loss of the model each trial kept (lower first): on an easy
+    dataset many trials reach 100% validation accuracy, and the loss still tells them apart.
+    """
     sign = -1.0 if study.direction.name == "MAXIMIZE" else 1.0
     out = []
     for t in study.trials:
@@ -29,16 +33,23 @@ def rows(study: Any, names: list[str]) -> list[dict[str, Any]]:
             note = f"pruned at epoch {max(t.intermediate_values)}"
         if t.system_attrs.get("failed_trial") is not None:
             note = (note + "; " if note else "") + f"retry of trial {t.system_attrs['failed_trial']}"
+        loss = t.user_attrs.get("valid_loss")
         out.append(
             {
                 "trial": t.number,
                 "state": t.state.name,
                 "value": value,
+                "valid_loss": loss,
                 "epochs": t.user_attrs.get("epochs", len(t.intermediate_values)),
                 "seconds": t.user_attrs.get("seconds"),
                 **{name: t.params.get(name) for name in names},
                 "note": note,
-                "_key": (ORDER.get(t.state.name, 9), sign * value if value is not None else float("inf"), t.number),
+                "_key": (
+                    ORDER.get(t.state.name, 9),
+                    sign * value if value is not None else float("inf"),
+                    loss if loss is not None else float("inf"),
+                    t.number,
+                ),
             }
         )
     out.sort(key=lambda r: r["_key"])
@@ -49,7 +60,7 @@ def rows(study: Any, names: list[str]) -> list[dict[str, Any]]:
 
 
 def table(board: list[dict[str, Any]], objective: str, names: list[str]) -> str:
-    headers = ["rank", "trial", "state", objective, "epochs", "time", *names, "note"]
+    headers = ["rank", "trial", "state", objective, "valid_loss", "epochs", "time", *names, "note"]
     lines = [headers]
     for r in board:
         lines.append(
@@ -58,6 +69,7 @@ def table(board: list[dict[str, Any]], objective: str, names: list[str]) -> str:
                 str(r["trial"]),
                 r["state"],
                 "-" if r["value"] is None else f"{r['value']:.4f}",
+                "-" if r["valid_loss"] is None else f"{r['valid_loss']:.4f}",
                 str(r["epochs"]),
                 "-" if r["seconds"] is None else f"{r['seconds']:.0f}s",
                 *(_short(r[n]) for n in names),
@@ -76,7 +88,7 @@ def _short(value: Any) -> str:
     return str(value)
 
 
-def plot(study: Any, objective: str, path: Path) -> Path:
+def plot(study: Any, objective: str, path: Path, best_number: int | None) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -84,13 +96,12 @@ def plot(study: Any, objective: str, path: Path) -> Path:
     from matplotlib.ticker import MaxNLocator
 
     fig, (curves, history) = plt.subplots(1, 2, figsize=(12, 4.5))
-    best = _best(study)
     for t in study.trials:
         if not t.intermediate_values:
             continue
         epochs = sorted(t.intermediate_values)
         values = [t.intermediate_values[e] for e in epochs]
-        if best is not None and t.number == best.number:
+        if t.number == best_number:
             curves.plot(
                 epochs, values, "-o", color="tab:green", linewidth=2.5, label=f"best (trial {t.number})", zorder=3
             )
@@ -134,13 +145,6 @@ def plot(study: Any, objective: str, path: Path) -> Path:
     return path
 
 
-def _best(study: Any) -> Any:
-    try:
-        return study.best_trial
-    except ValueError:  # no complete trial
-        return None
-
-
 def write(study: Any, space: Any, out_dir: Path, train_args: list[str]) -> dict[str, Any]:
     """Leaderboard CSV, plot and best flags into out_dir; returns {"text", "best", "board"}."""
     names = space.names
@@ -148,17 +152,20 @@ def write(study: Any, space: Any, out_dir: Path, train_args: list[str]) -> dict[
     names = [*names, *extra]
     board = rows(study, names)
     with (out_dir / "leaderboard.csv").open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=["rank", "trial", "state", "value", "epochs", "seconds", *names, "note"])
+        fields = ["rank", "trial", "state", "value", "valid_loss", "epochs", "seconds", *names, "note"]
+        writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(board)
-    plot_path = plot(study, space.objective, out_dir / "tuning.png")
     counts = {s: sum(1 for r in board if r["state"] == s) for s in ("COMPLETE", "PRUNED", "FAIL")}
     lines = [
         f"study {study.study_name}: {len(board)} trials ({counts['COMPLETE']} complete, {counts['PRUNED']} pruned, "
         f"{counts['FAIL']} failed); objective {space.objective} ({space.direction})",
         table(board, space.objective, names),
     ]
-    best = _best(study)
+    # The leaderboard's first complete trial (Optuna's best_trial would take the first of equal values).
+    first = next((r for r in board if r["state"] == "COMPLETE"), None)
+    best = study.trials[first["trial"]] if first else None
+    plot_path = plot(study, space.objective, out_dir / "tuning.png", best.number if best else None)
     best_file = out_dir / "best_hyperparameters.json"
     if best is None:
         lines.append("no trial completed: nothing to recommend (each trial's train.log says why)")

@@ -16,7 +16,7 @@ import pytest
 
 import options
 import train
-from breedfilter import metrics, search_space, tune_local
+from breedfilter import metrics, search_space, tune_local, tuning_report
 from tests.image_datasets import make_dataset
 
 TINY = ["--model", "timm/test_efficientnet", "--weights", "none", "--image-size", "32", "--num-workers", "0"]
@@ -203,6 +203,7 @@ def test_the_study_writes_a_leaderboard_a_plot_and_best_flags_train_py_accepts(
     best = optuna_study.best_trial
     board = list(csv.DictReader((study_dir / "leaderboard.csv").open()))
     assert int(board[0]["trial"]) == best.number and board[0]["rank"] == "1"
+    assert all(float(r["valid_loss"]) > 0 for r in board if r["state"] == "COMPLETE")
     assert {r["state"] for r in board} == {t.state.name for t in optuna_study.trials}
     assert (study_dir / "tuning.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     best_file = study_dir / "best_hyperparameters.json"
@@ -215,6 +216,26 @@ def test_the_study_writes_a_leaderboard_a_plot_and_best_flags_train_py_accepts(
     )
     for name, value in best.params.items():
         assert summary["hyperparameters"][name] == value
+
+
+def test_equal_accuracies_are_ranked_by_the_kept_models_validation_loss(tmp_path: Path) -> None:
+    space = search_space.parse(SPACE)
+    distributions = search_space.to_optuna(space)
+    study = optuna.create_study(direction="maximize", study_name="ties")
+    for lr, loss in ((0.01, 0.40), (0.02, 0.15), (0.03, 0.90)):
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"lr": lr, "label_smoothing": 0.1},
+                distributions=distributions,
+                value=1.0,
+                intermediate_values={1: 1.0},
+                user_attrs={"valid_loss": loss},
+            )
+        )
+    summary = tuning_report.write(study, space, tmp_path, ["--data", "d"])
+    assert [r["trial"] for r in summary["board"]] == [1, 0, 2]
+    assert json.loads((tmp_path / "best_hyperparameters.json").read_text()) == {"lr": 0.02, "label_smoothing": 0.1}
+    assert "best: trial 1" in summary["text"]
 
 
 def test_running_the_command_again_continues_the_study(study: Any, data: Path, capsys: Any) -> None:
