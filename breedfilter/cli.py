@@ -3,6 +3,7 @@
     breedfilter data upload DIR s3://BUCKET/PREFIX     upload an ImageFolder dataset (skips unchanged files)
     breedfilter tune --local --data DIR [...]          tune train.py here with Optuna (leaderboard, plot, best flags)
     breedfilter tune --data s3://... --role ARN [...]  a SageMaker hyperparameter tuning job
+    breedfilter tune --best TUNING_JOB                 its best trial's flags -> best_hyperparameters.json
     breedfilter train --data s3://... --role ARN [...] a SageMaker training job (locally: python training/train.py)
 
 Each subcommand has --help.
@@ -30,6 +31,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return data_upload.main(rest[1:])
     if command == "tune":
+        if rest[:1] == ["--best"]:
+            from breedfilter import sagemaker_jobs
+
+            return sagemaker_jobs.best_main(rest[1:])
         if "--local" in rest:
             from breedfilter import tune_local
 

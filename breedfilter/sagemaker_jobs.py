@@ -355,16 +355,85 @@ def report(launched: Launched, args: argparse.Namespace) -> str:
             f"  {deploy_line(artifact, launched.region)}",
         ]
     else:
-        best = "BEST_TRAINING_JOB"
         lines += [
-            f"  best job:    aws sagemaker describe-hyper-parameter-tuning-job --hyper-parameter-tuning-job-name "
-            f"{launched.name} --query 'BestTrainingJob.[TrainingJobName,TunedHyperParameters,"
-            "FinalHyperParameterTuningJobObjectiveMetric]'",
-            f"  artifact:    {launched.artifact(best)} (the best job's)",
-            "serve the best model (after `sam build`):",
-            f"  {deploy_line(launched.artifact(best), launched.region)}",
+            f"  progress:    aws sagemaker describe-hyper-parameter-tuning-job --hyper-parameter-tuning-job-name "
+            f"{launched.name} --query '[HyperParameterTuningJobStatus,TrainingJobStatusCounters]'",
+            f"  best trial:  breedfilter tune --best {launched.name}   # writes best_hyperparameters.json, "
+            "prints its model and the sam deploy line",
         ]
     return "\n".join(lines)
+
+
+def best_of_tuning_job(name: str, region: str | None, write: Path, client: Any = None) -> str:
+    """The best trial of a SageMaker tuning job: its flags to a file ``train.py --hyperparameters`` and
+    ``breedfilter train --hyperparameters`` take, and the line that serves its model."""
+    import boto3
+
+    client = client or boto3.Session(region_name=region).client("sagemaker")
+    job = client.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
+    counts = job.get("TrainingJobStatusCounters", {})
+    best = job.get("BestTrainingJob")
+    if not best:
+        raise LaunchError(
+            f"tuning job {name} ({job['HyperParameterTuningJobStatus']}) has no completed trial yet "
+            f"({counts.get('Completed', 0)} completed, {counts.get('InProgress', 0)} in progress)"
+        )
+    tuned = {key: _json_or_text(value) for key, value in best["TunedHyperParameters"].items()}
+    write.write_text(json.dumps(tuned, indent=1) + "\n", encoding="utf-8")
+    trial = client.describe_training_job(TrainingJobName=best["TrainingJobName"])
+    artifact = trial.get("ModelArtifacts", {}).get("S3ModelArtifacts", "")
+    objective = best.get("FinalHyperParameterTuningJobObjectiveMetric", {})
+    region = client.meta.region_name
+    lines = [
+        f"tuning job {name}: {job['HyperParameterTuningJobStatus']}, {counts.get('Completed', 0)} trials completed",
+        f"best: {best['TrainingJobName']}, {objective.get('MetricName')}={objective.get('Value')}: {json.dumps(tuned)}",
+        f"wrote {write} (train.py --hyperparameters {write}; breedfilter train --hyperparameters {write})",
+    ]
+    if artifact:
+        lines += [f"its model: {artifact}", "serve it (after `sam build`):", f"  {deploy_line(artifact, region)}"]
+    return "\n".join(lines)
+
+
+def _json_or_text(value: str) -> Any:
+    """``"0.01"`` -> 0.01, ``'"64"'`` (JSON-quoted, as framework-mode hyperparameters may be) -> 64, text stays text."""
+    for _ in range(2):
+        if not isinstance(value, str):
+            break
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            break
+    return value
+
+
+def best_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="breedfilter tune --best", description="Write the best hyperparameters of a SageMaker tuning job."
+    )
+    parser.add_argument("name", help="tuning job name (printed by breedfilter tune)")
+    parser.add_argument("--region", default=None)
+    parser.add_argument("--write", type=Path, default=Path("best_hyperparameters.json"), help="where the flags go")
+    args = parser.parse_args(argv)
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    try:
+        print(best_of_tuning_job(args.name, args.region, args.write))
+    except LaunchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except NoCredentialsError:
+        print(
+            "error: no AWS credentials: run `aws configure` (or `aws sso login`), or set AWS_PROFILE", file=sys.stderr
+        )
+        return 1
+    except ClientError as exc:
+        error = exc.response["Error"]
+        print(f"error: AWS said {error.get('Code')}: {error.get('Message')}", file=sys.stderr)
+        return 1
+    except BotoCoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(kind: str, argv: Sequence[str] | None = None) -> int:

@@ -195,8 +195,47 @@ def test_the_tuning_request_searches_exactly_what_the_local_tuner_samples(
         HyperParameterTuningJobName=name
     )["HyperParameterTuningJobStatus"]
     assert f"started SageMaker tuning job {name}" in printed and "#/hyper-tuning-jobs/" + name in printed
-    assert "BestTrainingJob" in printed and "sam deploy --parameter-overrides" in printed
+    assert f"breedfilter tune --best {name}" in printed
     assert not aws["telemetry"]
+
+
+def test_the_best_trial_of_a_finished_tuning_job_becomes_a_flags_file(aws: dict, tmp_path: Path, capsys: Any) -> None:
+    """moto runs no trials, so SageMaker's answers about the finished job are given here as SageMaker words them."""
+    client = boto3.client("sagemaker", region_name=REGION)
+    trial = "bf-tune-261122-013000-007-1a2b3c4d"
+    artifact = f"s3://{BUCKET}/breedfilter/jobs/{trial}/output/model.tar.gz"
+    answers = {
+        "DescribeHyperParameterTuningJob": {
+            "HyperParameterTuningJobName": "bf-tune-261122-013000",
+            "HyperParameterTuningJobStatus": "Completed",
+            "TrainingJobStatusCounters": {"Completed": 18, "InProgress": 0, "Stopped": 2},
+            "BestTrainingJob": {
+                "TrainingJobName": trial,
+                "TunedHyperParameters": {"lr": "0.0123", "batch_size": '"64"', "unfreeze_epoch": "2"},
+                "FinalHyperParameterTuningJobObjectiveMetric": {"MetricName": "best_valid_accuracy", "Value": 0.97},
+            },
+        },
+        "DescribeTrainingJob": {"TrainingJobName": trial, "ModelArtifacts": {"S3ModelArtifacts": artifact}},
+    }
+    client.meta.events.register(
+        "before-call.sagemaker.*",
+        lambda model, **_: (AWSResponse("", 200, {}, None), answers[model.name]) if model.name in answers else None,
+    )
+    out = tmp_path / "best.json"
+    text = sagemaker_jobs.best_of_tuning_job("bf-tune-261122-013000", REGION, out, client=client)
+    assert json.loads(out.read_text()) == {"lr": 0.0123, "batch_size": 64, "unfreeze_epoch": 2}
+    assert f"best: {trial}, best_valid_accuracy=0.97" in text and f"ModelDataUrl={artifact}" in text
+    # The file is what train.py and the launcher take.
+    assert launch("train", "--hyperparameters", str(out)) == 0
+    assert aws["requests"]["CreateTrainingJob"]["HyperParameters"] == {
+        "lr": "0.0123",
+        "batch_size": "64",
+        "unfreeze_epoch": "2",
+    }
+    answers["DescribeHyperParameterTuningJob"].pop("BestTrainingJob")
+    answers["DescribeHyperParameterTuningJob"]["HyperParameterTuningJobStatus"] = "InProgress"
+    with pytest.raises(sagemaker_jobs.LaunchError, match="has no completed trial yet"):
+        sagemaker_jobs.best_of_tuning_job("bf-tune-261122-013000", REGION, out, client=client)
 
 
 def test_a_flag_given_to_the_tuner_is_fixed_not_searched(aws: dict, capsys: Any) -> None:
