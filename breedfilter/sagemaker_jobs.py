@@ -49,6 +49,13 @@ class Launched:
     region: str
     output: str  # s3://.../breedfilter/jobs
     hyperparameters: dict[str, str]
+    handle: Any = None  # the SDK's TrainingJob or HyperparameterTuner, to wait on
+
+    def wait(self) -> None:
+        if self.kind == "training":
+            self.handle.wait(logs=True)
+        else:
+            self.handle.wait()
 
     @property
     def console(self) -> str:
@@ -96,9 +103,9 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
         parser.add_argument("--space", type=Path, default=search_space.DEFAULT_PATH, help="search space file")
         parser.add_argument("--max-jobs", type=int, default=20, help="training jobs in all")
         parser.add_argument("--max-parallel", type=int, default=2, help="training jobs at once")
-        parser.add_argument("--strategy", choices=["Bayesian", "Random", "Hyperband", "Grid"], default="Bayesian")
+        parser.add_argument("--strategy", choices=["Bayesian", "Random", "Hyperband"], default="Bayesian")
         parser.add_argument("--early-stopping", choices=["Auto", "Off"], default="Auto", help="stop hopeless jobs")
-        parser.add_argument("--job-name-prefix", default="bf-tune", help="tuning job names are at most 32 characters")
+        parser.add_argument("--job-name-prefix", default="bf-tune", help="at most 18 characters (names: 32)")
     return parser
 
 
@@ -110,6 +117,10 @@ def parse(kind: str, argv: Sequence[str]) -> tuple[argparse.Namespace, dict[str,
         parser.error(
             f"--data must be s3://BUCKET/PREFIX (upload first: breedfilter data upload DIR s3://…), not {args.data}"
         )
+    # Job names: [a-zA-Z0-9-], at most 63 characters for training and 32 for tuning, with a 14-15 character stamp.
+    longest = 48 if kind == "training" else 18
+    if not re.fullmatch(rf"[a-zA-Z0-9](-*[a-zA-Z0-9]){{0,{longest - 1}}}", args.job_name_prefix):
+        parser.error(f"--job-name-prefix: letters, digits and inner hyphens, at most {longest} characters")
     args.data = args.data.rstrip("/") + "/"
     args.output = (args.output or f"s3://{bucket_match.group(1)}/breedfilter").rstrip("/")
     if not S3_URI.match(args.output):
@@ -122,48 +133,42 @@ def parse(kind: str, argv: Sequence[str]) -> tuple[argparse.Namespace, dict[str,
 
 
 def collect_hyperparameters(file: Path | None, extra: Sequence[str]) -> dict[str, str]:
-    """train.py flags from a JSON file, then from the command line (which wins), as SageMaker's strings."""
-    values: dict[str, Any] = {}
+    """train.py flags from a JSON file, then from the command line (which wins), checked by train.py's own parser
+    (names, abbreviations, values), as the strings SageMaker passes back to it."""
+    tokens: list[str] = []
     if file is not None:
         try:
-            loaded = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+            loaded = search_space.read_json(file)
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise LaunchError(f"--hyperparameters {file}: {exc}") from exc
         if not isinstance(loaded, dict):
             raise LaunchError(f"--hyperparameters {file}: expected a JSON object of flag names to values")
-        values.update(loaded)
-    tokens = list(extra)
-    while tokens:
-        token = tokens.pop(0)
-        if not token.startswith("--"):
-            raise LaunchError(f"unexpected argument {token!r} (train.py flags come as --name value)")
-        name, eq, value = token[2:].partition("=")
-        if not eq:
-            if not tokens or tokens[0].startswith("--"):
-                raise LaunchError(f"--{name} needs a value")
-            value = tokens.pop(0)
-        values[name] = value
-    known = search_space.train_option_names()
+        for name, value in loaded.items():
+            if isinstance(value, dict | list) or value is None:
+                raise LaunchError(f"--hyperparameters {file}: {name} is a number, string or boolean, not {value!r}")
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            tokens += [f"--{str(name).removeprefix('--')}", text]
+    try:
+        given = search_space.given_train_flags([*tokens, *extra])
+    except search_space.SearchSpaceError as exc:
+        raise LaunchError(f"{exc} (python training/train.py --help lists them)") from None
     out: dict[str, str] = {}
-    for name, value in values.items():
-        key = name.replace("-", "_")
+    for key, value in given.items():
         if key in SET_BY_SAGEMAKER:
-            raise LaunchError(f"--{name} is set by SageMaker (channels and /opt/ml paths); use --data s3://…")
-        if key not in known or key == "hyperparameters":
-            raise LaunchError(f"unknown train.py option --{name} (python training/train.py --help lists them)")
-        if isinstance(value, dict | list) or value is None:
-            raise LaunchError(f"{name}: a hyperparameter is a number, string or boolean, not {value!r}")
+            flag = "--" + key.replace("_", "-")
+            raise LaunchError(f"{flag} is set by SageMaker (channels and /opt/ml paths); use --data s3://…")
         out[key] = str(value).lower() if isinstance(value, bool) else str(value)
     return out
 
 
 # -- SageMaker objects ------------------------------------------------------------------------------------
-def sagemaker_session(region: str | None, default_bucket: str) -> Any:
+def sagemaker_session(region: str | None, output: str) -> Any:
     """A SageMaker session with SDK telemetry off (it would call home on every job) and the user's config kept."""
     import boto3
     from sagemaker.core.config.config import load_sagemaker_config
     from sagemaker.core.helper.session_helper import Session
 
+    default_bucket, _, key_prefix = output.removeprefix("s3://").partition("/")
     config = load_sagemaker_config() or {}
     config.setdefault("SchemaVersion", "1.0")
     modules = config.setdefault("SageMaker", {}).setdefault("PythonSDK", {}).setdefault("Modules", {})
@@ -171,7 +176,12 @@ def sagemaker_session(region: str | None, default_bucket: str) -> Any:
     boto_session = boto3.Session(region_name=region)
     if not boto_session.region_name:
         raise LaunchError("no AWS region: pass --region, or set AWS_DEFAULT_REGION, or `aws configure`")
-    return Session(boto_session=boto_session, default_bucket=default_bucket, sagemaker_config=config)
+    return Session(
+        boto_session=boto_session,
+        default_bucket=default_bucket,
+        default_bucket_prefix=key_prefix or None,  # the SDK uploads the code under it
+        sagemaker_config=config,
+    )
 
 
 def training_image(args: argparse.Namespace, region: str) -> str:
@@ -244,8 +254,10 @@ def model_trainer(
         output_data_config=OutputDataConfig(s3_output_path=f"{args.output}/jobs"),
         # train.py checkpoints to /opt/ml/checkpoints/<job name> each epoch; SageMaker syncs that to S3 and a
         # restarted spot job resumes. One prefix per launch: SageMaker downloads the whole prefix at start.
+        # Tuning trials would all share one prefix (and download each other's checkpoints): a spot trial that
+        # is interrupted starts over instead.
         checkpoint_config=CheckpointConfig(s3_uri=f"{args.output}/checkpoints/{run_id}")
-        if kind == "training" or args.spot
+        if kind == "training"
         else None,
         hyperparameters=hyperparameters,
         tags=[Tag(key="project", value="breedfilter")],
@@ -265,37 +277,40 @@ def data_channel(args: argparse.Namespace) -> list[Any]:
 
 
 # -- commands ---------------------------------------------------------------------------------------------
+# train.py's split names (training/imagefolder.py): case-insensitive, val/validation for valid; test/ is optional.
+SPLIT_ALIASES = {"val": "valid", "validation": "valid"}
+
+
 def check_data(args: argparse.Namespace, boto_session: Any) -> None:
-    """The job reads train/ valid/ test/ under --data: say so now, not after provisioning, if they are missing."""
+    """The job reads train/ and valid/ (and test/) under --data: say so now, not after provisioning, if missing."""
     from botocore.exceptions import ClientError
 
     bucket, _, prefix = args.data.removeprefix("s3://").partition("/")
-    s3 = boto_session.client("s3")
-    missing = []
-    for split in ("train", "valid", "test"):
-        try:
-            listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}{split}/", MaxKeys=1)
-        except ClientError as exc:
-            if exc.response["Error"].get("Code") == "NoSuchBucket":
-                raise LaunchError(f"bucket {bucket} does not exist (--data {args.data})") from exc
-            raise
-        if not listed.get("KeyCount"):
-            missing.append(f"{split}/")
+    try:
+        listed = boto_session.client("s3").list_objects_v2(Bucket=bucket, Prefix=prefix, Delimiter="/")
+    except ClientError as exc:
+        if exc.response["Error"].get("Code") == "NoSuchBucket":
+            raise LaunchError(f"bucket {bucket} does not exist (--data {args.data})") from exc
+        raise
+    folders = [p["Prefix"][len(prefix) :].rstrip("/") for p in listed.get("CommonPrefixes", [])]
+    splits = {SPLIT_ALIASES.get(name.lower(), name.lower()) for name in folders}
+    missing = [f"{split}/" for split in ("train", "valid") if split not in splits]
     if missing:
         raise LaunchError(
-            f"no {', '.join(missing)} under {args.data}: the job reads train/ valid/ test/ from there. "
-            f"Upload the dataset first: breedfilter data upload DIR {args.data}"
+            f"no {' or '.join(missing)} under {args.data} (found: {', '.join(folders) or 'nothing'}): the job reads "
+            f"train/ valid/ test/ from there. Upload the dataset first: breedfilter data upload DIR {args.data}"
         )
 
 
 def start_training(args: argparse.Namespace, hyperparameters: dict[str, str]) -> Launched:
-    session = sagemaker_session(args.region, S3_URI.match(args.output).group(1))
+    session = sagemaker_session(args.region, args.output)
     check_data(args, session.boto_session)
     run_id = f"{args.job_name_prefix}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
     trainer = model_trainer(args, hyperparameters, session, "training", run_id)
-    trainer.train(input_data_config=data_channel(args), wait=args.wait, logs=args.wait)
-    name = trainer._latest_training_job.training_job_name
-    return Launched("training", name, session.boto_region_name, f"{args.output}/jobs", hyperparameters)
+    trainer.train(input_data_config=data_channel(args), wait=False, logs=False)
+    job = trainer._latest_training_job  # the SDK's own handle on the job
+    name = job.training_job_name
+    return Launched("training", name, session.boto_region_name, f"{args.output}/jobs", hyperparameters, job)
 
 
 def start_tuning(args: argparse.Namespace, hyperparameters: dict[str, str]) -> Launched:
@@ -306,7 +321,7 @@ def start_tuning(args: argparse.Namespace, hyperparameters: dict[str, str]) -> L
     space = space.without(fixed)
     if not space.parameters:
         raise LaunchError(f"nothing left to tune: every parameter of {args.space} is fixed on the command line")
-    session = sagemaker_session(args.region, S3_URI.match(args.output).group(1))
+    session = sagemaker_session(args.region, args.output)
     check_data(args, session.boto_session)
     name = f"{args.job_name_prefix}-{dt.datetime.now(dt.UTC):%y%m%d-%H%M%S}"[:32]
     trainer = model_trainer(args, hyperparameters, session, "tuning", name)
@@ -322,8 +337,8 @@ def start_tuning(args: argparse.Namespace, hyperparameters: dict[str, str]) -> L
         early_stopping_type=args.early_stopping if args.strategy != "Hyperband" else "Off",
         tags=[{"Key": "project", "Value": "breedfilter"}],
     )
-    tuner.tune(inputs=data_channel(args), job_name=name, wait=args.wait)
-    return Launched("tuning", name, session.boto_region_name, f"{args.output}/jobs", hyperparameters)
+    tuner.tune(inputs=data_channel(args), job_name=name, wait=False)
+    return Launched("tuning", name, session.boto_region_name, f"{args.output}/jobs", hyperparameters, tuner)
 
 
 def deploy_line(artifact: str, region: str) -> str:
@@ -343,9 +358,9 @@ def report(launched: Launched, args: argparse.Namespace) -> str:
         f"  data:        {args.data} (channel 'data')",
         f"  hyperparams: {json.dumps(launched.hyperparameters, sort_keys=True) if launched.hyperparameters else '-'}",
         f"  logs:        aws logs tail /aws/sagemaker/TrainingJobs --follow --log-stream-name-prefix {launched.name}",
-        f"  tensorboard: {args.output}/tensorboard",
     ]
     if launched.kind == "training":
+        lines.append(f"  tensorboard: tensorboard --logdir {args.output}/tensorboard")
         artifact = launched.artifact()
         lines += [
             f"  status:      aws sagemaker describe-training-job --training-job-name {launched.name} "
@@ -473,5 +488,19 @@ def main(kind: str, argv: Sequence[str] | None = None) -> int:
     except BotoCoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(report(launched, args))
+    print(report(launched, args), flush=True)
+    if not args.wait:
+        return 0
+    from sagemaker.core.utils.exceptions import SageMakerCoreError
+
+    try:
+        launched.wait()
+    except KeyboardInterrupt:
+        print(f"stopped waiting; the job goes on: {launched.console}", file=sys.stderr)
+        return 130
+    except SageMakerCoreError as exc:
+        print(f"error: {launched.kind} job {launched.name} did not complete: {exc}", file=sys.stderr)
+        return 1
+    done = f"{launched.kind} job {launched.name} completed"
+    print(done + (f"; model: {launched.artifact()}" if launched.kind == "training" else ""))
     return 0

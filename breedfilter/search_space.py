@@ -11,7 +11,9 @@ to maximise it). ``load`` checks it against train.py's own parser, so a typo fai
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
+import io
 import json
 import sys
 from collections.abc import Sequence
@@ -77,10 +79,10 @@ class SearchSpace:
 def load(path: Path | str | None = None) -> SearchSpace:
     path = Path(path) if path else DEFAULT_PATH
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = read_json(path)
     except OSError as exc:
         raise SearchSpaceError(f"{path}: cannot read the search space ({exc.strerror or exc})") from exc
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SearchSpaceError(f"{path}: not JSON ({exc})") from exc
     return parse(raw, path)
 
@@ -142,6 +144,31 @@ def train_options_module() -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def given_train_flags(tokens: Sequence[str]) -> dict[str, Any]:
+    """The train.py options these tokens set, as train.py's own parser reads them (abbreviations such as
+    ``--batch 64`` resolved, values typed and checked), keyed by option name; raises SearchSpaceError."""
+    options = train_options_module()
+    parser = options.build_parser({})
+    tokens = options._dashed(list(tokens))
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS  # leaves only what the tokens set
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors):
+            namespace = parser.parse_args(tokens)
+    except SystemExit:
+        message = errors.getvalue().strip().splitlines()
+        raise SearchSpaceError(
+            f"train.py flags: {message[-1].partition('error: ')[2] if message else tokens}"
+        ) from None
+    return vars(namespace)
+
+
+def read_json(path: Path) -> Any:
+    """JSON from a file in UTF-8, -16 or -32, with or without a BOM (PowerShell's ``>`` writes UTF-16)."""
+    return json.loads(Path(path).read_bytes())
 
 
 @cache

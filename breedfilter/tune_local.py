@@ -3,11 +3,11 @@
     breedfilter tune --local --data DIR [--trials 12] [--study NAME] [--mode subprocess|inprocess] [--jobs N]
                      [train.py flags, fixed in every trial: --model timm/tf_efficientnet_lite0 --epochs 3 ...]
 
-Each trial runs train.py with sampled flags, in this process or as a subprocess (isolated; read through
-the same metric regexes SageMaker uses). After each epoch the trial reports the objective (best_valid_accuracy)
-and a median pruner stops trials worse than the others at that epoch. The study lives in SQLite
-(``out/tune/NAME/study.db``): run the same command again to continue it; a trial cut off by a crash is
-retried from its checkpoint. The first trial of a new study runs the recipe's defaults, so the leaderboard shows
+Each trial runs train.py with sampled flags, as a subprocess (isolated; read through the same metric regexes
+SageMaker uses) or in this process. After each epoch the trial reports the objective (best_valid_accuracy) and a
+median pruner stops trials worse than the earlier ones at that epoch. The study lives in SQLite
+(``out/tune/NAME/study.db``): run the same command again to continue it; a trial cut off by Ctrl-C or a crash
+resumes from its checkpoint. The first trial of a new study runs the recipe's defaults, so the leaderboard shows
 what tuning gained. Outputs in ``out/tune/NAME/``: leaderboard.csv, tuning.png, best_hyperparameters.json
 (``train.py --hyperparameters FILE`` takes it) and trial-NNN/ (each trial's model.tar.gz, metrics, train.log).
 A train.py flag that names a searched parameter fixes it (it is left out of the search).
@@ -47,13 +47,15 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Other flags go to train.py in every trial (--data is required). python training/train.py --help",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--trials", type=int, default=12, help="finished trials the study should hold (resumes)")
+    parser.add_argument(
+        "--trials", type=int, default=12, help="complete or pruned trials the study should hold (a rerun continues)"
+    )
     parser.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
     parser.add_argument("--study", default="", help="study name (default: from the data dir and model)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "out" / "tune", help="studies live under here")
     parser.add_argument("--space", type=Path, default=search_space.DEFAULT_PATH, help="search space file")
     parser.add_argument("--mode", choices=["subprocess", "inprocess"], default="subprocess")
-    parser.add_argument("--jobs", type=int, default=1, help="trials at once (subprocess mode; threads split)")
+    parser.add_argument("--jobs", type=_positive, default=1, help="trials at once (subprocess mode; cores split)")
     parser.add_argument("--pruner", choices=["median", "none"], default="median")
     parser.add_argument("--prune-startup-trials", type=int, default=2, help="trials finished before pruning starts")
     parser.add_argument("--prune-warmup-epochs", type=int, default=0, help="never prune before this epoch")
@@ -63,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--enqueue", action="append", default=[], metavar="JSON|FILE", help="run these flags first (repeatable)"
     )
     return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 # -- trial runners ----------------------------------------------------------------------------------------
@@ -146,39 +155,58 @@ def _root_logging_restored() -> Iterator[None]:
         root.setLevel(level)
 
 
-def run_subprocess(argv: list[str], reporter: Reporter, log_path: Path, threads: int) -> None:
+def run_subprocess(argv: list[str], reporter: Reporter, log_path: Path, threads: int, tuner: Tuner) -> None:
     """train.py as SageMaker runs it: its own process, metrics scraped from its output by the metric regexes."""
     import optuna
 
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, str(TRAIN_SCRIPT), *argv]
     tail: list[str] = []
-    with log_path.open("a", encoding="utf-8") as log_file:
+    pruned = False
+    with log_path.open("a", encoding="utf-8", buffering=1) as log_file:
         log_file.write("$ " + " ".join(command) + "\n")
+        # Its own session: a terminal's Ctrl-C reaches the tuner, which stops it (and its loader workers) itself.
         process = subprocess.Popen(
             command,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            errors="replace",
             env=env,
-            cwd=REPO_ROOT,
-            start_new_session=True,  # its data loader workers stop with it
+            start_new_session=True,
         )
-        assert process.stdout is not None
-        pruned = False
-        for line in process.stdout:
-            log_file.write(line)
-            tail = [*tail[-19:], line.rstrip()]
-            if "epoch=" in line and reporter.epoch(metrics.scrape(line)):
-                pruned = True
+        tuner.children.add(process)
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                log_file.write(line)
+                tail = [*tail[-19:], line.rstrip()]
+                if "epoch=" in line and reporter.epoch(metrics.scrape(line)):
+                    pruned = True
+                    break
+        except BaseException:
+            _stop(process)
+            raise
+        finally:
+            if pruned:
                 _stop(process)
-                break
-        process.wait()
+            process.wait()
+            tuner.children.discard(process)
+    if tuner.stopping.is_set():
+        raise Interrupted()
     if pruned:
         raise optuna.TrialPruned(f"pruned at epoch {reporter.pruned_at}")
     if process.returncode != 0:
         last = next((t for t in reversed(tail) if t.strip()), "")
-        raise TrialError(f"train.py exited with {process.returncode}: {last[:300]} (see {log_path})")
+        raise TrialError(f"train.py {_exit_text(process.returncode)}: {last[:300]} (see {log_path})")
+
+
+def _exit_text(code: int) -> str:
+    if code >= 0:
+        return f"exited with {code}"
+    name = signal.Signals(-code).name
+    hint = " (out of memory? the kernel's OOM killer sends it; try a smaller batch size)" if name == "SIGKILL" else ""
+    return f"was killed by {name}{hint}"
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -195,6 +223,10 @@ class TrialError(Exception):
     """train.py failed in this trial (bad flags, out of memory, NaN...): the trial fails, the study goes on."""
 
 
+class Interrupted(Exception):
+    """Ctrl-C, SIGTERM or SIGHUP: the trial stops, and the next run of the same command resumes it."""
+
+
 # -- the study --------------------------------------------------------------------------------------------
 class Tuner:
     def __init__(self, args: argparse.Namespace, train_args: list[str], space: search_space.SearchSpace) -> None:
@@ -202,6 +234,13 @@ class Tuner:
         self.dir = args.out / args.study
         self.lock = threading.Lock()
         self.stdout = sys.stdout  # in-process trials redirect sys.stdout to their train.log
+        self.children: set[subprocess.Popen] = set()
+        self.stopping = threading.Event()
+
+    def stop_all(self) -> None:
+        self.stopping.set()
+        for process in list(self.children):
+            _stop(process)
 
     def say(self, message: str) -> None:
         with self.lock:
@@ -214,6 +253,8 @@ class Tuner:
 
     def trial_argv(self, trial_dir: Path, params: dict[str, Any]) -> list[str]:
         flags = [f"--{name.replace('_', '-')}={_flag_text(value)}" for name, value in params.items()]
+        if self.args.jobs > 1 and "num_workers" not in self.args.given:  # trials at once share the cores
+            flags.append(f"--num-workers={max(1, (os.cpu_count() or 1) // self.args.jobs)}")
         return [
             *self.train_args,
             *flags,
@@ -238,8 +279,13 @@ class Tuner:
             if self.args.mode == "inprocess":
                 run_inprocess(argv, reporter, trial_dir / "train.log")
             else:
-                threads = max(1, (os.cpu_count() or 1) // max(1, self.args.jobs))
-                run_subprocess(argv, reporter, trial_dir / "train.log", threads)
+                threads = max(1, (os.cpu_count() or 1) // self.args.jobs)
+                run_subprocess(argv, reporter, trial_dir / "train.log", threads, self)
+            _fill_from_metrics_file(reporter, trial_dir / "output" / "metrics.json")
+        except (KeyboardInterrupt, Interrupted):
+            trial.set_user_attr("interrupted", True)
+            self.say(f"trial {trial.number} interrupted: the same command resumes it from its checkpoint")
+            raise Interrupted() from None
         except optuna.TrialPruned:
             shutil.rmtree(self.checkpoint_dir(params), ignore_errors=True)
             self.say(
@@ -257,7 +303,9 @@ class Tuner:
             if reporter.kept is not None:  # breaks ties on accuracy in the leaderboard (3 breeds saturate at 1.0)
                 trial.set_user_attr("valid_loss", -reporter.kept[1])
         if self.space.objective not in reporter.last:
-            raise TrialError(f"train.py printed no {self.space.objective}; see {trial_dir / 'train.log'}")
+            error = f"train.py reported no {self.space.objective}; see {trial_dir / 'train.log'}"
+            trial.set_user_attr("error", error)
+            raise TrialError(error)
         value = reporter.last[self.space.objective]  # the last value, as a SageMaker tuning job takes it
         trial.set_user_attr("artifact", str(trial_dir / "model.tar.gz"))
         shutil.rmtree(self.checkpoint_dir(params), ignore_errors=True)  # done: the model dir has the weights
@@ -265,6 +313,19 @@ class Tuner:
             f"trial {trial.number} done: {self.space.objective}={value:.4f} in {time.perf_counter() - started:.0f}s"
         )
         return value
+
+
+def _fill_from_metrics_file(reporter: Reporter, path: Path) -> None:
+    """A trial resumed after its last epoch trains nothing and prints no epoch line: its metrics.json has them."""
+    if reporter.objective in reporter.last or not path.is_file():
+        return
+    history = json.loads(path.read_text(encoding="utf-8")).get("history") or []
+    for row in history:
+        values = {k: float(v) for k, v in row.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        reporter.last.update(values)
+        if "valid_accuracy" in values and "valid_loss" in values:
+            key = (values["valid_accuracy"], -values["valid_loss"])
+            reporter.kept = key if reporter.kept is None or key > reporter.kept else reporter.kept
 
 
 def _suggest(trial: Any, p: search_space.Parameter) -> Any:
@@ -301,91 +362,77 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str], search_sp
     args, train_args = parser.parse_known_args(argv)
     try:
         space = search_space.load(args.space)
+        given = search_space.given_train_flags(train_args)  # train.py's parser: abbreviations, values checked
     except search_space.SearchSpaceError as exc:
         parser.error(str(exc))
-    given = _flag_names(train_args)
-    clash = sorted(given & PER_TRIAL)
+    clash = sorted(set(given) & PER_TRIAL)
     if clash:
         parser.error(f"the tuner sets {', '.join('--' + c.replace('_', '-') for c in clash)} per trial; leave it out")
     if "data" not in given and "train" not in given:
         parser.error("no data: pass --data DIR (an ImageFolder dataset with train/ valid/ test/)")
-    fixed = sorted(given & set(space.names))
-    space = space.without(fixed)
+    args.given = given
+    args.fixed = sorted(set(given) & set(space.names))
+    space = space.without(args.fixed)
     if not space.parameters:
         parser.error(f"nothing left to tune: every parameter of {args.space} is fixed on the command line")
-    args.fixed = fixed
     if args.mode == "inprocess" and args.jobs != 1:
         parser.error("--jobs > 1 needs --mode subprocess (one training per process)")
-    _check_train_flags(parser, train_args)
-    args.study = args.study or _default_study_name(train_args)
+    try:
+        args.enqueue = [_enqueue_item(item, space, args.fixed) for item in args.enqueue]
+    except ValueError as exc:
+        parser.error(str(exc))
+    args.study = args.study or _default_study_name(given)
     return args, train_args, space
 
 
-def _flag_names(tokens: Sequence[str]) -> set[str]:
-    return {t[2:].partition("=")[0].replace("-", "_") for t in tokens if t.startswith("--")}
-
-
-def _check_train_flags(parser: argparse.ArgumentParser, train_args: list[str]) -> None:
-    """train.py's own parser judges the fixed flags now, not in every trial."""
-    options = search_space.train_options_module()
+def _enqueue_item(item: str, space: search_space.SearchSpace, fixed: list[str]) -> dict[str, Any]:
+    """``--enqueue '{"lr": 0.01}'`` or ``--enqueue FILE``: searched flags with values inside the space."""
+    path = Path(item)
     try:
-        with contextlib.redirect_stderr(_Capture()) as captured:
-            options.parse_options(train_args, env={})
-    except SystemExit:
-        parser.error(f"train.py flags: {captured.text.strip().splitlines()[-1] if captured.text else train_args}")
-
-
-class _Capture:
-    def __init__(self) -> None:
-        self.text = ""
-
-    def write(self, text: str) -> int:
-        self.text += text
-        return len(text)
-
-    def flush(self) -> None:
-        return None
-
-
-def _default_study_name(train_args: list[str]) -> str:
-    values = dict(_pairs(train_args))
-    data = Path(values.get("data", values.get("train", "data"))).resolve().name
-    model = values.get("model", "resnet50").removeprefix("timm/")
-    return f"{data}-{model}".replace("/", "-")
-
-
-def _pairs(tokens: list[str]) -> Iterator[tuple[str, str]]:
-    i = 0
-    while i < len(tokens):
-        token = tokens[i]
-        if token.startswith("--"):
-            name, eq, value = token[2:].partition("=")
-            if not eq and i + 1 < len(tokens) and not tokens[i + 1].startswith("--"):
-                value, i = tokens[i + 1], i + 1
-            yield name.replace("-", "_"), value
-        i += 1
-
-
-def _enqueue_items(items: list[str], parser_name: str) -> list[dict[str, Any]]:
-    out = []
-    for item in items:
-        path = Path(item)
-        text = path.read_text(encoding="utf-8") if path.is_file() else item
-        try:
-            params = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SystemExit(f"{parser_name}: --enqueue {item}: neither a file nor JSON ({exc})") from None
-        out.append({k.replace("-", "_"): v for k, v in params.items()})
+        params = search_space.read_json(path) if path.is_file() else json.loads(item)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--enqueue {item}: neither a JSON file nor JSON ({exc})") from None
+    if not isinstance(params, dict):
+        raise ValueError(f'--enqueue {item}: expected a JSON object such as {{"lr": 0.01}}')
+    by_name = {p.name: p for p in space.parameters}
+    out = {}
+    for key, value in params.items():
+        name = str(key).removeprefix("--").replace("-", "_")
+        if name in fixed:
+            raise ValueError(f"--enqueue: {name} is fixed on the command line, not searched")
+        if name not in by_name:
+            raise ValueError(f"--enqueue: {name} is not searched (searched: {', '.join(by_name)})")
+        if not by_name[name].contains(value):
+            raise ValueError(f"--enqueue: {name}={value!r} is outside the search space {by_name[name].canonical()}")
+        out[name] = value
     return out
 
 
-def tune(args: argparse.Namespace, train_args: list[str], space: search_space.SearchSpace) -> dict[str, Any]:
+def _default_study_name(given: dict[str, Any]) -> str:
+    data = Path(given.get("data") or given.get("train") or "data").resolve().name
+    model = str(given.get("model", "resnet50")).removeprefix("timm/")
+    return f"{data}-{model}".replace("/", "-")
+
+
+def _fingerprint(train_args: list[str], space: search_space.SearchSpace) -> str:
+    """What makes trials comparable: the fixed flags as train.py reads them (order, spelling and relative paths
+    aside), the space and the objective."""
+    flags = {
+        name: str(Path(value).resolve()) if isinstance(value, Path) else str(value)
+        for name, value in search_space.given_train_flags(train_args).items()
+    }
+    return json.dumps(
+        {"flags": dict(sorted(flags.items())), "space": space.canonical(), "objective": space.objective},
+        sort_keys=True,
+    )
+
+
+def open_study(args: argparse.Namespace, train_args: list[str], space: search_space.SearchSpace) -> Any:
+    """Create the study, or continue it: only with the same train.py flags and space (else trials would not compare)."""
     import optuna
 
     study_dir = args.out / args.study
     study_dir.mkdir(parents=True, exist_ok=True)
-    db = storage(study_dir / "study.db")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     pruner = (
         optuna.pruners.MedianPruner(
             n_startup_trials=args.prune_startup_trials, n_warmup_steps=args.prune_warmup_epochs, interval_steps=1
@@ -395,36 +442,99 @@ def tune(args: argparse.Namespace, train_args: list[str], space: search_space.Se
     )
     study = optuna.create_study(
         study_name=args.study,
-        storage=db,
+        storage=storage(study_dir / "study.db"),
         load_if_exists=True,
         direction=space.direction,
         sampler=optuna.samplers.TPESampler(seed=args.sampler_seed),
         pruner=pruner,
     )
-    fresh = not study.trials
-    study.set_user_attr("train_args", train_args)
-    study.set_user_attr("objective", space.objective)
+    fingerprint = _fingerprint(train_args, space)
+    stored = study.user_attrs.get("fingerprint")
+    if stored is None:
+        study.set_user_attr("fingerprint", fingerprint)
+        study.set_user_attr("train_args", train_args)
+        study.set_user_attr("objective", space.objective)
+    elif stored != fingerprint:
+        before, now = json.loads(stored), json.loads(fingerprint)
+        differ = sorted(
+            {k for k in before["flags"].keys() | now["flags"].keys() if before["flags"].get(k) != now["flags"].get(k)}
+        )
+        what = [f"--{k.replace('_', '-')} was {before['flags'].get(k, 'unset')}" for k in differ]
+        if before["space"] != now["space"] or before["objective"] != now["objective"]:
+            what.append("the search space or objective")
+        raise SystemExit(
+            f"breedfilter tune --local: error: study {args.study} ({study_dir}) was run with other settings "
+            f"({', '.join(what)}): its trials would not compare with these. Pass the same flags as "
+            f"before ({' '.join(study.user_attrs.get('train_args', []))}), or start another study with --study NAME."
+        )
+    return study
+
+
+def queue_trials(study: Any, args: argparse.Namespace, train_args: list[str], space: search_space.SearchSpace) -> int:
+    """Baseline (new study), --enqueue items, and interrupted trials to resume; returns how many resume."""
+    if not study.trials and not args.no_baseline:
+        study.enqueue_trial(baseline_params(space, train_args), user_attrs={"baseline": True})
+    for params in args.enqueue:
+        study.enqueue_trial(params, skip_if_exists=True)
+    resumed = set(study.user_attrs.get("resumed", []))
+    again = [
+        t
+        for t in study.trials
+        if t.state.name == "FAIL" and t.user_attrs.get("interrupted") and t.number not in resumed
+    ]
+    for t in again:
+        study.enqueue_trial(
+            t.params, user_attrs={"resumes": t.number, **({"baseline": True} if t.user_attrs.get("baseline") else {})}
+        )
+    if again:
+        study.set_user_attr("resumed", sorted(resumed | {t.number for t in again}))
+    return len(again)
+
+
+def tune(args: argparse.Namespace, train_args: list[str], space: search_space.SearchSpace) -> dict[str, Any]:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported per trial, without tracebacks
+    study = open_study(args, train_args, space)
     tuner = Tuner(args, train_args, space)
-    if fresh:
-        queue = [] if args.no_baseline else [baseline_params(space, train_args)]
-        queue += _enqueue_items(args.enqueue, "breedfilter tune --local")
-        for params in queue:
-            study.enqueue_trial({k: v for k, v in params.items() if k in space.names}, skip_if_exists=True)
-    finished = [t for t in study.trials if t.state.is_finished()]
-    remaining = max(0, args.trials - len(finished))
+    resuming = queue_trials(study, args, train_args, space)
+    counted = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    remaining = max(0, args.trials - len(counted))
     tuner.say(
-        f"study {args.study}: {len(finished)} trials so far, running {remaining} more "
+        f"study {args.study}: {len(counted)} trials complete or pruned so far, running {remaining} more "
         f"({args.mode}, {args.jobs} at a time); searching {', '.join(space.names)}"
         + (f"; fixed on the command line: {', '.join(args.fixed)}" if args.fixed else "")
+        + (f"; {resuming} interrupted trial(s) resume first" if resuming and remaining else "")
     )
     if remaining:
         try:
-            study.optimize(
-                tuner.objective, n_trials=remaining, timeout=args.timeout, n_jobs=args.jobs, catch=(TrialError,)
-            )
-        except KeyboardInterrupt:
+            with _signals_interrupt():
+                study.optimize(
+                    tuner.objective, n_trials=remaining, timeout=args.timeout, n_jobs=args.jobs, catch=(TrialError,)
+                )
+        except (KeyboardInterrupt, Interrupted):
+            tuner.stop_all()
             tuner.say("interrupted: the study is saved; run the same command to continue it")
     return tuning_report.write(study, space, tuner.dir, train_args)
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP (a closed terminal, a killed job) stop the study as Ctrl-C does: trials marked, children
+    stopped."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def baseline_params(space: search_space.SearchSpace, train_args: list[str]) -> dict[str, Any]:

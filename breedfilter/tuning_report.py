@@ -31,8 +31,13 @@ def rows(study: Any, names: list[str]) -> list[dict[str, Any]]:
         note = t.user_attrs.get("error", "")
         if t.state.name == "PRUNED" and t.intermediate_values:
             note = f"pruned at epoch {max(t.intermediate_values)}"
-        if t.system_attrs.get("failed_trial") is not None:
-            note = (note + "; " if note else "") + f"retry of trial {t.system_attrs['failed_trial']}"
+        retry_of = t.system_attrs.get("failed_trial", t.user_attrs.get("resumes"))
+        if retry_of is not None:
+            note = (note + "; " if note else "") + f"resumes trial {retry_of}"
+        if t.user_attrs.get("interrupted"):
+            note = (note + "; " if note else "") + "interrupted"
+        if t.user_attrs.get("baseline"):
+            note = (note + "; " if note else "") + "the recipe's defaults"
         loss = t.user_attrs.get("valid_loss")
         out.append(
             {
@@ -172,8 +177,12 @@ def write(study: Any, space: Any, out_dir: Path, train_args: list[str]) -> dict[
         best_file.unlink(missing_ok=True)
     else:
         best_file.write_text(json.dumps(best.params, indent=1) + "\n", encoding="utf-8")
-        baseline = next((t for t in study.trials if t.number == 0 and t.value is not None), None)
-        versus = f" (trial 0, the recipe's defaults: {baseline.value:.4f})" if baseline and best.number != 0 else ""
+        baseline = next((t for t in study.trials if t.user_attrs.get("baseline") and t.value is not None), None)
+        versus = (
+            f" (the recipe's defaults, trial {baseline.number}: {baseline.value:.4f})"
+            if baseline and best.number != baseline.number
+            else ""
+        )
         artifact = best.user_attrs.get("artifact", "")
         fixed = " ".join(shlex.quote(a) for a in train_args)
         lines += [
@@ -182,9 +191,28 @@ def write(study: Any, space: Any, out_dir: Path, train_args: list[str]) -> dict[
             + (f"; the best trial's model: {artifact}" if artifact else ""),
             "train with them:",
             f"  python training/train.py {fixed} --hyperparameters {best_file}",
-            f"  breedfilter train --data s3://BUCKET/PREFIX --hyperparameters {best_file}   # on SageMaker",
+            f"  breedfilter train --data s3://BUCKET/PREFIX --role ROLE_ARN {sagemaker_flags(train_args)}"
+            f"--hyperparameters {best_file}   # on SageMaker",
         ]
     return {"text": "\n".join(lines), "best": best.params if best else None, "board": board}
+
+
+# Set by SageMaker (channels, /opt/ml paths) or meaningless there (loader workers are sized per instance).
+_NOT_FOR_SAGEMAKER = {"data", "train", "valid", "test", "model_dir", "output_data_dir", "checkpoint_dir", "num_workers"}
+
+
+def sagemaker_flags(train_args: list[str]) -> str:
+    """The study's fixed train.py flags for a SageMaker job: without data and output paths, nor local files
+    (``--weights FILE`` must be uploaded or become ``--weights imagenet`` there)."""
+    from breedfilter import search_space
+
+    out = []
+    for name, value in search_space.given_train_flags(train_args).items():
+        if name in _NOT_FOR_SAGEMAKER or (isinstance(value, str | Path) and Path(value).exists()):
+            continue
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        out += [f"--{name.replace('_', '-')}", shlex.quote(text)]
+    return " ".join(out) + (" " if out else "")
 
 
 def main(argv: list[str] | None = None) -> int:

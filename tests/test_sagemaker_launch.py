@@ -41,8 +41,8 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     captured: dict[str, Any] = {"requests": {}, "telemetry": []}
     original = sagemaker_jobs.sagemaker_session
 
-    def session_with_capture(region: str | None, default_bucket: str) -> Any:
-        session = original(region, default_bucket)
+    def session_with_capture(region: str | None, output: str) -> Any:
+        session = original(region, output)
 
         def record(params: dict[str, Any], model: Any, **_: Any) -> None:
             captured["requests"][model.name] = json.loads(params["body"]) if params["body"] else {}
@@ -115,6 +115,7 @@ def test_a_training_job_request_carries_everything_train_py_needs(aws: dict, tmp
     assert channels["data"] == DATA + "/"  # SM_CHANNEL_DATA: train/ valid/ test/ under it
     assert {"Key": "project", "Value": "breedfilter"} in request["Tags"]
     # The code channel holds training/ as uploaded (train.py, the modules it imports, requirements.txt) ...
+    assert channels["code"].startswith(f"s3://{BUCKET}/breedfilter/")  # under --output, for a scoped IAM policy
     code_prefix = channels["code"].split(f"s3://{BUCKET}/", 1)[1]
     keys = {o["Key"].rsplit("/", 1)[1] for o in _objects(code_prefix)}
     assert {"train.py", "options.py", "trainer.py", "inference.py", "requirements.txt"} <= keys
@@ -188,7 +189,7 @@ def test_the_tuning_request_searches_exactly_what_the_local_tuner_samples(
     static = definition["StaticHyperParameters"]
     assert {k: static[k] for k in ("model", "epochs")} == {"model": "timm/tf_efficientnet_lite0", "epochs": "5"}
     assert static["sagemaker_program"] == "train.py"
-    assert "CheckpointConfig" not in definition  # trials would share it; only spot tuning needs checkpoints
+    assert "CheckpointConfig" not in definition
     name = request["HyperParameterTuningJobName"]
     assert len(name) <= 32 and name.startswith("bf-tune-")
     assert boto3.client("sagemaker", region_name=REGION).describe_hyper_parameter_tuning_job(
@@ -239,27 +240,27 @@ def test_the_best_trial_of_a_finished_tuning_job_becomes_a_flags_file(aws: dict,
 
 
 def test_a_flag_given_to_the_tuner_is_fixed_not_searched(aws: dict, capsys: Any) -> None:
-    assert launch("tune", "--batch-size", "64", "--spot") == 0, capsys.readouterr().err
+    assert launch("tune", "--batch", "64", "--spot") == 0, capsys.readouterr().err  # abbreviated, as argparse allows
     request = aws["requests"]["CreateHyperParameterTuningJob"]
     sent = search_space.from_sagemaker(request["HyperParameterTuningJobConfig"]["ParameterRanges"])
     assert sent == search_space.load().without(["batch_size"]).canonical()
     definition = request["TrainingJobDefinition"]
     assert definition["StaticHyperParameters"]["batch_size"] == "64"
     assert definition["EnableManagedSpotTraining"] is True
-    assert (
-        definition["CheckpointConfig"]["S3Uri"]
-        == f"s3://{BUCKET}/breedfilter/checkpoints/" + (request["HyperParameterTuningJobName"])
-    )
+    assert "CheckpointConfig" not in definition  # one prefix for all trials: an interrupted spot trial starts over
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["--data", "/local/dir"], "--data must be s3://BUCKET/PREFIX"),
-        (["--data", DATA, "--learning-rate", "0.1"], "unknown train.py option --learning-rate"),
+        (["--data", DATA, "--learning-rate", "0.1"], "unrecognized arguments: --learning-rate 0.1"),
         (["--data", DATA, "--model-dir", "/tmp/m"], "--model-dir is set by SageMaker"),
-        (["--data", DATA, "--epochs"], "--epochs needs a value"),
-        (["--data", DATA, "stray"], "unexpected argument 'stray'"),
+        (["--data", DATA, "--epochs"], "argument --epochs: expected one argument"),
+        (["--data", DATA, "--epochs", "abc"], "argument --epochs: invalid positive_int value: 'abc'"),
+        (["--data", DATA, "--optimizer", "adamx"], "argument --optimizer: invalid choice: 'adamx'"),
+        (["--data", DATA, "stray"], "unrecognized arguments: stray"),
+        (["--data", DATA, "--job-name-prefix", "breedfilter_dogs"], "--job-name-prefix: letters, digits"),
         (["--data", DATA, "--output", "/tmp/out"], "--output must be an s3:// URI"),
     ],
 )
@@ -293,6 +294,49 @@ def test_no_credentials_is_one_clear_line(
     assert "error: no AWS credentials: run `aws configure`" in err and "Traceback" not in err
 
 
+def test_split_folders_are_read_as_train_py_reads_them(aws: dict, capsys: Any) -> None:
+    s3 = boto3.client("s3", region_name=REGION)
+    for split in ("valid", "test"):
+        s3.delete_object(Bucket=BUCKET, Key=f"datasets/dogs/{split}/001.Beagle/1.jpg")
+    s3.put_object(Bucket=BUCKET, Key="datasets/dogs/Val/001.Beagle/1.jpg", Body=b"jpeg")
+    assert launch("train") == 0, capsys.readouterr().err  # Val/ is valid/, and test/ is optional
+
+
+def test_wait_reports_a_failed_job_after_printing_where_it_is(
+    aws: dict, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    original = sagemaker_jobs.sagemaker_session
+
+    def failing(region: str | None, output: str) -> Any:
+        session = original(region, output)
+
+        def answer(model: Any, params: dict[str, Any], **_: Any) -> Any:
+            name = json.loads(params["body"])["TrainingJobName"]
+            failed = {
+                "TrainingJobName": name,
+                "TrainingJobArn": f"arn:aws:sagemaker:{REGION}:123456789012:training-job/{name}",
+                "TrainingJobStatus": "Failed",
+                "SecondaryStatus": "Failed",
+                "FailureReason": "AlgorithmError: train.py exited with 2",
+                "AlgorithmSpecification": {"TrainingInputMode": "File"},
+                "ResourceConfig": {"InstanceType": "ml.g4dn.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 30},
+                "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+                "CreationTime": "2026-11-22T01:00:00Z",
+                "ModelArtifacts": {"S3ModelArtifacts": ""},
+            }
+            return AWSResponse("", 200, {}, None), failed
+
+        session.boto_session.events.register("before-call.sagemaker.DescribeTrainingJob", answer)
+        return session
+
+    monkeypatch.setattr(sagemaker_jobs, "sagemaker_session", failing)
+    assert launch("train", "--wait") == 1
+    captured = capsys.readouterr()
+    assert "started SageMaker training job breedfilter-" in captured.out  # where it is, before the wait
+    assert "did not complete" in captured.err and "AlgorithmError: train.py exited with 2" in captured.err
+    assert "Traceback" not in captured.err
+
+
 def test_missing_data_is_caught_before_the_job_starts(aws: dict, capsys: Any) -> None:
     assert cli.main(["train", "--data", "s3://no-such-bucket-anywhere/data", "--role", ROLE]) == 2
     assert "bucket no-such-bucket-anywhere does not exist" in capsys.readouterr().err
@@ -307,8 +351,8 @@ def test_an_aws_refusal_is_reported_with_what_to_do(aws: dict, monkeypatch: pyte
     """A new account's GPU quota is 0: SageMaker refuses CreateTrainingJob with ResourceLimitExceeded."""
     original = sagemaker_jobs.sagemaker_session
 
-    def refusing(region: str | None, default_bucket: str) -> Any:
-        session = original(region, default_bucket)
+    def refusing(region: str | None, output: str) -> Any:
+        session = original(region, output)
         error = {"Code": "ResourceLimitExceeded", "Message": "The account-level service limit is 0 Instances"}
         response = (AWSResponse("", 400, {}, None), {"Error": error, "ResponseMetadata": {"HTTPStatusCode": 400}})
         session.boto_session.events.register("before-call.sagemaker.CreateTrainingJob", lambda **_: response)

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ import pytest
 import options
 import train
 from breedfilter import metrics, search_space, tune_local, tuning_report
+from breedfilter.template import REPO_ROOT
 from tests.image_datasets import make_dataset
 
 TINY = ["--model", "timm/test_efficientnet", "--weights", "none", "--image-size", "32", "--num-workers", "0"]
@@ -246,7 +250,11 @@ def test_running_the_command_again_continues_the_study(study: Any, data: Path, c
     assert code == 0
     assert len(again.trials) == 5  # one more, not five more
     printed = capsys.readouterr().out
-    assert "4 trials so far, running 1 more" in printed and "rank" in printed and "best: trial" in printed
+    assert (
+        "4 trials complete or pruned so far, running 1 more" in printed
+        and "rank" in printed
+        and "best: trial" in printed
+    )
 
 
 def test_subprocess_trials_are_scraped_like_sagemaker_and_fixed_flags_leave_the_search(
@@ -296,6 +304,104 @@ def test_no_data_is_refused(capsys: Any) -> None:
     with pytest.raises(SystemExit):
         tune_local.main(["--trials", "1"])
     assert "no data" in capsys.readouterr().err
+
+
+def test_a_rerun_with_other_flags_is_refused_not_mixed_in(study: Any, data: Path, capsys: Any) -> None:
+    study_dir, _ = study
+    space = str(study_dir.parent / "space.json")
+    with pytest.raises(SystemExit) as refused:
+        run_study(study_dir.parent, data, "--space", space, "--study", "tiny", "--batch-size", "16", "--epochs", "4")
+    assert "was run with other settings (--epochs was 3)" in str(refused.value) and "--study NAME" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ('{"learning_rate": 0.05}', "learning_rate is not searched"),
+        ('{"lr": "fast"}', "outside the search space"),
+        ('{"lr": 5.0}', "outside the search space"),
+        ('{"batch_size": 16}', "batch_size is fixed on the command line"),
+        ("[0.01]", "expected a JSON object"),
+        ("{lr", "neither a JSON file nor JSON"),
+    ],
+)
+def test_a_wrong_enqueue_item_is_refused_up_front(data: Path, capsys: Any, item: str, message: str) -> None:
+    with pytest.raises(SystemExit):
+        tune_local.main(["--data", str(data), "--batch-size", "16", "--enqueue", item])
+    assert message in capsys.readouterr().err
+
+
+def test_an_enqueue_file_may_be_utf16_as_powershell_writes_it(data: Path, tmp_path: Path) -> None:
+    file = tmp_path / "best.json"
+    file.write_text(json.dumps({"lr": 0.02}), encoding="utf-16")
+    args, _, _ = tune_local.parse(["--data", str(data), "--enqueue", str(file)])
+    assert args.enqueue == [{"lr": 0.02}]
+    opts = options.parse_options(["--data", "d", "--hyperparameters", str(file)], env={})
+    assert opts.lr == 0.02
+
+
+def test_an_abbreviated_flag_is_fixed_like_the_full_one(data: Path) -> None:
+    args, _, space = tune_local.parse(["--data", str(data), "--batch", "64"])
+    assert args.fixed == ["batch_size"] and "batch_size" not in space.names
+
+
+def test_a_trial_resumed_after_its_last_epoch_takes_its_metrics_from_metrics_json(study: Any) -> None:
+    _, optuna_study = study
+    done = next(t for t in optuna_study.trials if t.state.name == "COMPLETE")
+    reporter = tune_local.Reporter(trial=None, objective="best_valid_accuracy", log=print)
+    tune_local._fill_from_metrics_file(reporter, Path(done.user_attrs["dir"]) / "output" / "metrics.json")
+    assert reporter.last["best_valid_accuracy"] == done.value
+    assert -reporter.kept[1] == pytest.approx(done.user_attrs["valid_loss"])
+
+
+def test_ctrl_c_stops_the_trial_process_and_the_same_command_resumes_it(data: Path, tmp_path: Path) -> None:
+    """A terminal's Ctrl-C (SIGINT to the tuner's process group): no train.py left running, the trial marked
+    interrupted; run again (from another directory, with a relative --data), it resumes from its checkpoint."""
+    (tmp_path / "work").mkdir()
+    link = tmp_path / "work" / "images"
+    link.symlink_to(data)
+    command = [
+        sys.executable, "-m", "breedfilter.tune_local", "--data", "images", "--out", str(tmp_path / "tune"),
+        "--study", "s", "--trials", "1", "--no-baseline", "--enqueue", '{"lr": 0.01}', *TINY, "--epochs", "40",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    first = subprocess.Popen(
+        command, cwd=link.parent, env=env, stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    assert first.stdout is not None
+    for line in first.stdout:
+        if "epoch 2:" in line:
+            break
+    os.killpg(first.pid, signal.SIGINT)
+    printed = line + first.stdout.read()
+    assert first.wait() == 1, printed
+    assert "interrupted: the same command resumes it" in printed
+    assert not _processes_reading(str(data)), "train.py still running after the tuner stopped"
+    stored = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'tune' / 's' / 'study.db'}")
+    assert [(t.state.name, t.user_attrs.get("interrupted")) for t in stored.trials] == [("FAIL", True)]
+    epochs_done = int(max(stored.trials[0].intermediate_values))
+    # Again: the checkpoint (same flags, same trial) holds the epochs done before the signal.
+    second = subprocess.run(command, cwd=link.parent, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "1 interrupted trial(s) resume first" in second.stdout
+    stored = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'tune' / 's' / 'study.db'}")
+    resumed = stored.trials[1]
+    assert resumed.state.name == "COMPLETE" and resumed.params == {**stored.trials[0].params}
+    assert resumed.user_attrs["resumes"] == 0
+    assert 1 < min(resumed.intermediate_values) <= epochs_done + 1  # went on from a saved epoch, not from scratch
+    assert "resumes trial 0" in second.stdout
+
+
+def _processes_reading(path: str) -> list[str]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "train.py" in cmdline and "images" in cmdline and str(os.getpid()) != proc.name:
+            found.append(cmdline)
+    return found
 
 
 def _outputs(tmp_path: Path) -> list[str]:

@@ -222,10 +222,10 @@ def _dashed(argv: Sequence[str] | None) -> list[str] | None:
 def hyperparameter_file_flags(path: Path, parser: argparse.ArgumentParser) -> list[str]:
     """``{"lr": 0.01, "batch_size": 64}`` -> ``["--lr", "0.01", "--batch-size", "64"]``, checked against the parser."""
     try:
-        values = json.loads(path.read_text(encoding="utf-8"))
+        values = json.loads(path.read_bytes())  # UTF-8, -16 or -32, BOM or not
     except OSError as exc:
         parser.error(f"--hyperparameters {path}: {exc.strerror or exc}")
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         parser.error(f"--hyperparameters {path}: not JSON ({exc})")
     if not isinstance(values, dict):
         parser.error(f"--hyperparameters {path}: expected a JSON object of flag names to values")
