@@ -118,7 +118,7 @@ def test_a_training_job_request_carries_everything_train_py_needs(aws: dict, tmp
     assert channels["code"].startswith(f"s3://{BUCKET}/breedfilter/")  # under --output, for a scoped IAM policy
     code_prefix = channels["code"].split(f"s3://{BUCKET}/", 1)[1]
     keys = {o["Key"].rsplit("/", 1)[1] for o in _objects(code_prefix)}
-    assert {"train.py", "options.py", "trainer.py", "inference.py", "requirements.txt"} <= keys
+    assert {"train.py", "options.py", "trainer.py", "tensorboard_log.py", "inference.py", "requirements.txt"} <= keys
     # ... and the SDK's torchrun driver starts one process per GPU on each instance.
     drivers = channels["sm_drivers"].split(f"s3://{BUCKET}/", 1)[1]
     distributed = _read(f"{drivers}/distributed.json")

@@ -134,6 +134,14 @@ def test_the_metric_regexes_read_train_py_lines_exactly(data: Path, tmp_path: Pa
     assert test_line["test_accuracy"] == pytest.approx(summary["test"]["accuracy"], abs=5e-5)
     # The last best_valid_accuracy a job prints is the saved model's: what a SageMaker tuning job ranks by.
     assert epochs[-1]["best_valid_accuracy"] == pytest.approx(summary["best_valid_accuracy"], abs=5e-5)
+    # The same numbers as TensorBoard scalars (what the SageMaker job's TensorBoard output syncs).
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = EventAccumulator(str(tmp_path / "output" / "tensorboard"))
+    board.Reload()
+    valid = [(e.step, e.value) for e in board.Scalars("accuracy/valid")]
+    assert valid == [(row["epoch"], pytest.approx(row["valid_accuracy"])) for row in summary["history"]]
+    assert {"loss/train", "loss/valid", "accuracy/train", "accuracy/best_valid", "lr"} <= set(board.Tags()["scalars"])
 
 
 def test_the_regexes_do_not_confuse_similar_names() -> None:

@@ -176,6 +176,13 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
     out = parser.add_argument_group("outputs")
     out.add_argument("--model-dir", type=Path, default=Path(env.get("SM_MODEL_DIR", "out/train/model")))
     out.add_argument("--output-data-dir", type=Path, default=Path(env.get("SM_OUTPUT_DATA_DIR", "out/train/output")))
+    out.add_argument(
+        "--tensorboard-dir",
+        type=_optional_path,
+        default="/opt/ml/output/tensorboard" if on_sagemaker else "auto",
+        help="TensorBoard event files (default: OUTPUT_DATA_DIR/tensorboard; on SageMaker /opt/ml/output/tensorboard); "
+        "'none' for none",
+    )
     out.add_argument("--checkpoint-dir", type=Path, default=_checkpoint_default(env))
     out.add_argument("--resume", type=str2bool, default=True, help="continue from the checkpoint dir's last epoch")
     out.add_argument(
@@ -200,6 +207,8 @@ def parse_options(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
         options.freeze_bn = options.weights != "none"
     if not (options.data or options.train):
         parser.error("no data: pass --data DIR (with train/ valid/ test/) or --train/--valid/--test DIRS")
+    if options.tensorboard_dir == "auto":
+        options.tensorboard_dir = options.output_data_dir / "tensorboard"
     if options.image_size < 0:
         parser.error("--image-size must be >= 0")
     options.name = options.name or f"breedfilter-{options.model.removeprefix('timm/')}"
@@ -249,6 +258,12 @@ def hyperparameter_file_flags(path: Path, parser: argparse.ArgumentParser) -> li
 def hyperparameters(options: argparse.Namespace) -> dict[str, Any]:
     """The options as JSON-safe values, stored in config.json and metrics.json."""
     return json.loads(json.dumps(vars(options), default=str))
+
+
+def _optional_path(value: str) -> Path | str | None:
+    if value == "auto":  # the default: beside the other outputs
+        return value
+    return None if value.lower() in ("", "none", "off") else Path(value)
 
 
 def _path(value: str | None) -> Path | None:

@@ -38,6 +38,7 @@ import imagefolder
 import imaging
 import options as options_module
 import plots
+import tensorboard_log
 import trainer as trainer_module
 
 log = logging.getLogger("train")
@@ -116,6 +117,9 @@ def run(opts: argparse.Namespace, world: ddp.World, callbacks: Sequence[Any] = (
         (opts.checkpoint_dir / checkpoints.LAST).unlink(missing_ok=True)
         (opts.checkpoint_dir / checkpoints.BEST).unlink(missing_ok=True)
     ddp.barrier()
+    board = (
+        tensorboard_log.TensorBoardCallback(opts.tensorboard_dir) if world.is_main and opts.tensorboard_dir else None
+    )
     fit = trainer_module.Trainer(
         model=model,
         train_loader=train_loader,
@@ -125,7 +129,7 @@ def run(opts: argparse.Namespace, world: ddp.World, callbacks: Sequence[Any] = (
         world=world,
         checkpoint_dir=opts.checkpoint_dir,
         identity=identity,
-        callbacks=list(callbacks),
+        callbacks=[*callbacks, *([board] if board else [])],
         log=log.info,
     )
     if opts.resume:
@@ -141,7 +145,11 @@ def run(opts: argparse.Namespace, world: ddp.World, callbacks: Sequence[Any] = (
         world.size,
         world.device,
     )
-    history = fit.fit()
+    try:
+        history = fit.fit()
+    finally:
+        if board:
+            board.close()
     if fit.stop_reason:
         log.info(fit.stop_reason)
     if fit.best_state is not None:
