@@ -429,26 +429,34 @@ def best_main(argv: Sequence[str]) -> int:
     parser.add_argument("--region", default=None)
     parser.add_argument("--write", type=Path, default=Path("best_hyperparameters.json"), help="where the flags go")
     args = parser.parse_args(argv)
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+    from botocore.exceptions import BotoCoreError, ClientError
 
     try:
         print(best_of_tuning_job(args.name, args.region, args.write))
     except LaunchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except NoCredentialsError:
+    except (ClientError, BotoCoreError) as exc:
+        return aws_error(exc)
+    return 0
+
+
+def aws_error(exc: Exception, quota_hint: str = "") -> int:
+    """One line for what AWS (or botocore) refused, no traceback; exit status 1."""
+    from botocore.exceptions import ClientError, NoCredentialsError
+
+    if isinstance(exc, NoCredentialsError):
         print(
             "error: no AWS credentials: run `aws configure` (or `aws sso login`), or set AWS_PROFILE", file=sys.stderr
         )
-        return 1
-    except ClientError as exc:
+    elif isinstance(exc, ClientError):
         error = exc.response["Error"]
         print(f"error: AWS said {error.get('Code')}: {error.get('Message')}", file=sys.stderr)
-        return 1
-    except BotoCoreError as exc:
+        if error.get("Code") == "ResourceLimitExceeded" and quota_hint:
+            print(quota_hint, file=sys.stderr)
+    else:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return 1
 
 
 def main(kind: str, argv: Sequence[str] | None = None) -> int:
@@ -458,7 +466,7 @@ def main(kind: str, argv: Sequence[str] | None = None) -> int:
     except ImportError:
         print("error: the SageMaker launcher needs the SageMaker SDK: pip install -e '.[sagemaker]'", file=sys.stderr)
         return 2
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+    from botocore.exceptions import BotoCoreError, ClientError
     from sagemaker.core.helper.iam_role_resolver import RoleValidationError
 
     if not args.wait:  # the SDK narrates at INFO; what matters is printed below (with --wait: its job logs)
@@ -469,25 +477,13 @@ def main(kind: str, argv: Sequence[str] | None = None) -> int:
     except (LaunchError, RoleValidationError, ValueError) as exc:  # ValueError: SearchSpaceError, unknown versions
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except NoCredentialsError:
-        print(
-            "error: no AWS credentials: run `aws configure` (or `aws sso login`), or set AWS_PROFILE", file=sys.stderr
+    except (ClientError, BotoCoreError) as exc:
+        return aws_error(
+            exc,
+            f"  new accounts have no quota for most instance types: request one in Service Quotas (SageMaker, "
+            f"'{args.instance_type} for {'spot ' if args.spot else ''}training job usage'), or pick another "
+            "--instance-type",
         )
-        return 1
-    except ClientError as exc:
-        error = exc.response["Error"]
-        print(f"error: AWS said {error.get('Code')}: {error.get('Message')}", file=sys.stderr)
-        if error.get("Code") == "ResourceLimitExceeded":
-            print(
-                f"  new accounts have no quota for most instance types: request one in Service Quotas (SageMaker, "
-                f"'{args.instance_type} for {'spot ' if args.spot else ''}training job usage'), or pick another "
-                "--instance-type",
-                file=sys.stderr,
-            )
-        return 1
-    except BotoCoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     print(report(launched, args), flush=True)
     if not args.wait:
         return 0
