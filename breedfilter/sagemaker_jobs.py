@@ -146,8 +146,7 @@ def collect_hyperparameters(file: Path | None, extra: Sequence[str]) -> dict[str
         for name, value in loaded.items():
             if isinstance(value, dict | list) or value is None:
                 raise LaunchError(f"--hyperparameters {file}: {name} is a number, string or boolean, not {value!r}")
-            text = str(value).lower() if isinstance(value, bool) else str(value)
-            tokens += [f"--{str(name).removeprefix('--')}", text]
+            tokens += [f"--{str(name).removeprefix('--')}", search_space.flag_text(value)]
     try:
         given = search_space.given_train_flags([*tokens, *extra])
     except search_space.SearchSpaceError as exc:
@@ -157,7 +156,7 @@ def collect_hyperparameters(file: Path | None, extra: Sequence[str]) -> dict[str
         if key in SET_BY_SAGEMAKER:
             flag = "--" + key.replace("_", "-")
             raise LaunchError(f"{flag} is set by SageMaker (channels and /opt/ml paths); use --data s3://…")
-        out[key] = str(value).lower() if isinstance(value, bool) else str(value)
+        out[key] = search_space.flag_text(value)
     return out
 
 

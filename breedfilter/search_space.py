@@ -166,6 +166,11 @@ def given_train_flags(tokens: Sequence[str]) -> dict[str, Any]:
     return vars(namespace)
 
 
+def flag_text(value: Any) -> str:
+    """A flag's value as train.py reads it back: ``true``/``false`` for booleans, else ``str``."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def read_json(path: Path) -> Any:
     """JSON from a file in UTF-8, -16 or -32, with or without a BOM (PowerShell's ``>`` writes UTF-16)."""
     return json.loads(Path(path).read_bytes())

@@ -84,11 +84,18 @@ class Reporter:
         self.pruned_at: int | None = None
         self.kept: tuple[float, float] | None = None  # (valid_accuracy, -valid_loss) of the epoch train.py keeps
 
-    def epoch(self, values: dict[str, float]) -> bool:
+    def record(self, row: dict[str, Any]) -> dict[str, float]:
+        """Keep an epoch's numbers (a metric line's, or a history row's); returns them."""
+        values = {k: float(v) for k, v in row.items() if isinstance(v, int | float) and not isinstance(v, bool)}
         self.last.update(values)
         if "valid_accuracy" in values and "valid_loss" in values:
             key = (values["valid_accuracy"], -values["valid_loss"])
             self.kept = key if self.kept is None or key > self.kept else self.kept
+        return values
+
+    def epoch(self, row: dict[str, Any]) -> bool:
+        """Record an epoch, report the objective to Optuna; True when the pruner says stop."""
+        values = self.record(row)
         if self.objective not in values or "epoch" not in values:
             return False
         epoch = int(values["epoch"])
@@ -110,8 +117,7 @@ class PruningCallback:
         return None
 
     def on_epoch_end(self, trainer: Any, row: dict[str, Any]) -> bool:
-        values = {k: float(v) for k, v in row.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-        if self.reporter.epoch(values):
+        if self.reporter.epoch(row):
             import optuna
 
             raise optuna.TrialPruned(f"pruned at epoch {self.reporter.pruned_at}")
@@ -236,6 +242,7 @@ class Tuner:
         self.stdout = sys.stdout  # in-process trials redirect sys.stdout to their train.log
         self.children: set[subprocess.Popen] = set()
         self.stopping = threading.Event()
+        self.fingerprint = _fingerprint(train_args, space)
 
     def stop_all(self) -> None:
         self.stopping.set()
@@ -247,12 +254,12 @@ class Tuner:
             print(message, file=self.stdout, flush=True)
 
     def checkpoint_dir(self, params: dict[str, Any]) -> Path:
-        # Keyed by the flags: a trial retried after a crash resumes from where it stopped.
-        key = hashlib.sha256(json.dumps([self.train_args, params], sort_keys=True).encode()).hexdigest()[:16]
+        # Keyed by the study's settings and the trial's flags: a trial resumed after a crash finds its epochs.
+        key = hashlib.sha256(json.dumps([self.fingerprint, params], sort_keys=True).encode()).hexdigest()[:16]
         return self.dir / "checkpoints" / key
 
     def trial_argv(self, trial_dir: Path, params: dict[str, Any]) -> list[str]:
-        flags = [f"--{name.replace('_', '-')}={_flag_text(value)}" for name, value in params.items()]
+        flags = [f"--{name.replace('_', '-')}={search_space.flag_text(value)}" for name, value in params.items()]
         if self.args.jobs > 1 and "num_workers" not in self.args.given:  # trials at once share the cores
             flags.append(f"--num-workers={max(1, (os.cpu_count() or 1) // self.args.jobs)}")
         return [
@@ -319,13 +326,8 @@ def _fill_from_metrics_file(reporter: Reporter, path: Path) -> None:
     """A trial resumed after its last epoch trains nothing and prints no epoch line: its metrics.json has them."""
     if reporter.objective in reporter.last or not path.is_file():
         return
-    history = json.loads(path.read_text(encoding="utf-8")).get("history") or []
-    for row in history:
-        values = {k: float(v) for k, v in row.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-        reporter.last.update(values)
-        if "valid_accuracy" in values and "valid_loss" in values:
-            key = (values["valid_accuracy"], -values["valid_loss"])
-            reporter.kept = key if reporter.kept is None or key > reporter.kept else reporter.kept
+    for row in json.loads(path.read_text(encoding="utf-8")).get("history") or []:
+        reporter.record(row)
 
 
 def _suggest(trial: Any, p: search_space.Parameter) -> Any:
@@ -334,10 +336,6 @@ def _suggest(trial: Any, p: search_space.Parameter) -> Any:
     if p.kind == "int":
         return trial.suggest_int(p.name, int(p.low), int(p.high), log=p.log)
     return trial.suggest_float(p.name, float(p.low), float(p.high), log=p.log)
-
-
-def _flag_text(value: Any) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def storage(path: Path) -> Any:
@@ -448,7 +446,7 @@ def open_study(args: argparse.Namespace, train_args: list[str], space: search_sp
         sampler=optuna.samplers.TPESampler(seed=args.sampler_seed),
         pruner=pruner,
     )
-    fingerprint = _fingerprint(train_args, space)
+    fingerprint = _fingerprint(train_args, space)  # as Tuner computes it
     stored = study.user_attrs.get("fingerprint")
     if stored is None:
         study.set_user_attr("fingerprint", fingerprint)

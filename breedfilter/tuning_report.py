@@ -210,8 +210,7 @@ def sagemaker_flags(train_args: list[str]) -> str:
     for name, value in search_space.given_train_flags(train_args).items():
         if name in _NOT_FOR_SAGEMAKER or (isinstance(value, str | Path) and Path(value).exists()):
             continue
-        text = str(value).lower() if isinstance(value, bool) else str(value)
-        out += [f"--{name.replace('_', '-')}", shlex.quote(text)]
+        out += [f"--{name.replace('_', '-')}", shlex.quote(search_space.flag_text(value))]
     return " ".join(out) + (" " if out else "")
 
 
