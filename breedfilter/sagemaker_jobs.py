@@ -121,6 +121,11 @@ def parse(kind: str, argv: Sequence[str]) -> tuple[argparse.Namespace, dict[str,
     longest = 48 if kind == "training" else 18
     if not re.fullmatch(rf"[a-zA-Z0-9](-*[a-zA-Z0-9]){{0,{longest - 1}}}", args.job_name_prefix):
         parser.error(f"--job-name-prefix: letters, digits and inner hyphens, at most {longest} characters")
+    for name in ("instance_count", "max_jobs", "max_parallel", "volume_gb"):
+        if getattr(args, name, 1) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.max_runtime_hours <= 0:
+        parser.error("--max-runtime-hours must be positive")
     args.data = args.data.rstrip("/") + "/"
     args.output = (args.output or f"s3://{bucket_match.group(1)}/breedfilter").rstrip("/")
     if not S3_URI.match(args.output):

@@ -261,6 +261,7 @@ def test_a_flag_given_to_the_tuner_is_fixed_not_searched(aws: dict, capsys: Any)
         (["--data", DATA, "--optimizer", "adamx"], "argument --optimizer: invalid choice: 'adamx'"),
         (["--data", DATA, "stray"], "unrecognized arguments: stray"),
         (["--data", DATA, "--job-name-prefix", "breedfilter_dogs"], "--job-name-prefix: letters, digits"),
+        (["--data", DATA, "--instance-count", "0"], "--instance-count must be at least 1"),
         (["--data", DATA, "--output", "/tmp/out"], "--output must be an s3:// URI"),
     ],
 )
