@@ -5,6 +5,7 @@
     breedfilter tune --data s3://... --role ARN [...]  a SageMaker hyperparameter tuning job
     breedfilter tune --best TUNING_JOB                 its best trial's flags -> best_hyperparameters.json
     breedfilter train --data s3://... --role ARN [...] a SageMaker training job (locally: python training/train.py)
+    breedfilter predict IMAGE... [--model F|--endpoint N] classify files with an artifact or an endpoint
 
 Each subcommand has --help.
 """
@@ -46,6 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from breedfilter import sagemaker_jobs
 
         return sagemaker_jobs.main("training", rest)
+    if command == "predict":
+        from breedfilter import predict
+
+        return predict.main(rest)
     print(f"breedfilter: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 

@@ -1,0 +1,73 @@
+"""A trained model.tar.gz (or its unpacked dir) as a predictor, through training/inference.py's own handlers.
+
+The local endpoint server serves it (``EndpointServer(ArtifactModel(path), name)``) and ``breedfilter predict
+--model`` calls it directly: the same ``model_fn`` and ``input_fn``/``predict_fn`` a SageMaker endpoint runs.
+The model's refusals (InferenceError 4xx with a reason) become the server's BadInput, its failures ModelFailure.
+
+    python -m breedfilter.artifact_model out/train/model.tar.gz IMAGE...
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from breedfilter.endpoint_server import BadInput, ModelFailure
+from breedfilter.search_space import TRAINING_DIR
+
+
+def training_module(name: str) -> Any:
+    """A module of training/ (the SageMaker source dir), imported as SageMaker imports it: top level."""
+    if str(TRAINING_DIR) not in sys.path:
+        sys.path.insert(0, str(TRAINING_DIR))
+    return __import__(name)
+
+
+class ArtifactModel:
+    """``model(body, content_type) -> {"predictions": [...], "model": {...}}``, as the endpoint contract says."""
+
+    def __init__(self, path: Path | str) -> None:
+        path = Path(path)
+        self.inference = training_module("inference")
+        if path.is_dir():
+            model_dir = path
+        elif path.is_file():
+            self._unpacked = tempfile.TemporaryDirectory(prefix="breedfilter-model-")
+            model_dir = training_module("artifact").extract(path, Path(self._unpacked.name))
+        else:
+            raise FileNotFoundError(f"no model artifact at {path} (train one: python training/train.py --data DIR)")
+        self.model = self.inference.model_fn(str(model_dir))
+        self.path = path
+
+    @property
+    def identity(self) -> dict[str, str]:
+        return self.model.identity
+
+    def __call__(self, body: bytes, content_type: str) -> dict[str, Any]:
+        try:
+            return self.inference.predict_bytes(self.model, body, content_type)
+        except self.inference.InferenceError as exc:
+            if exc.status >= 500:
+                raise ModelFailure(exc.reason, exc.status) from exc
+            raise BadInput(exc.reason, exc.status) from exc
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) < 2:
+        print("usage: python -m breedfilter.artifact_model MODEL(.tar.gz|dir) IMAGE...", file=sys.stderr)
+        return 2
+    model = ArtifactModel(args[0])
+    for image in args[1:]:
+        try:
+            print(image, json.dumps(model(Path(image).read_bytes(), "application/x-image")))
+        except BadInput as exc:
+            print(image, json.dumps({"error": exc.reason, "status": exc.status}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

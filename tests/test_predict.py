@@ -1,0 +1,103 @@
+"""`breedfilter predict` with a trained artifact (in-process) and with the local endpoint server serving it
+through training/inference.py: the same answers either way, refusals per file, clear errors when there is no model."""
+
+from __future__ import annotations
+
+import json
+import random
+import urllib.request
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import train
+from breedfilter import predict
+from breedfilter.artifact_model import ArtifactModel
+from breedfilter.endpoint_server import EndpointServer
+from tests.image_datasets import COLOURS, make_dataset, make_image
+
+LABELS = [name.split(".", 1)[1] for name in COLOURS]
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("predict")
+    data = make_dataset(root / "data", {"train": 12, "valid": 4, "test": 4}, size=40)
+    out = root / "run"
+    train.main(
+        [
+            "--data", str(data), "--model", "timm/test_efficientnet", "--weights", "none", "--image-size", "32",
+            "--num-workers", "0", "--epochs", "1", "--lr", "0.01", "--unfreeze-epoch", "0",
+            "--model-dir", str(out / "model"), "--output-data-dir", str(out / "output"),
+            "--checkpoint-dir", str(out / "ckpt"),
+        ]
+    )  # fmt: skip
+    return out / "model.tar.gz"
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> list[Path]:
+    rng = random.Random(3)
+    paths = []
+    for name, colour in COLOURS.items():
+        path = tmp_path / f"{name.split('.', 1)[1]} photo.jpg"
+        buffer = BytesIO()
+        make_image(colour, 40, rng).save(buffer, format="JPEG")
+        path.write_bytes(buffer.getvalue())
+        paths.append(path)
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("a text file named .jpg")
+    return [*paths, bad]
+
+
+def run(capsys: Any, *argv: str) -> tuple[int, list[str], str]:
+    code = predict.main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out.splitlines(), captured.err
+
+
+def test_predict_with_the_artifact_prints_top_k_and_refuses_bad_files(
+    artifact: Path, images: list[Path], capsys: Any
+) -> None:
+    code, lines, _ = run(capsys, *map(str, images), "--model", str(artifact))
+    assert code == 1  # one file refused
+    assert lines[0].startswith("model breedfilter-test_efficientnet ")
+    for path, text in zip(images[:3], lines[1:4], strict=True):
+        assert text.startswith(f"{path}  ")
+        labels = [part.rsplit(" ", 1)[0] for part in text.removeprefix(f"{path}  ").split(" | ")]
+        assert sorted(labels) == sorted(LABELS)  # top-3 of 3 classes
+    assert lines[4].startswith(f"{images[3]}  error 400: not a supported image")
+
+
+def test_the_endpoint_answers_exactly_what_the_artifact_does(
+    artifact: Path, images: list[Path], capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, local, _ = run(capsys, *map(str, images), "--model", str(artifact), "--json")
+    assert code == 1
+    with EndpointServer(ArtifactModel(artifact), "breedfilter-local") as server:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", server.url)
+        code, remote, _ = run(
+            capsys, *map(str, images), "--endpoint", "breedfilter-local", "--region", "us-east-1", "--json"
+        )
+        assert code == 1
+        assert [json.loads(x) for x in remote] == [json.loads(x) for x in local]
+        refused = json.loads(remote[-1])
+        assert refused["status"] == 400 and refused["error"].startswith("not a supported image")
+        # The container contract itself: the model's refusal is a 4xx with a JSON reason, /ping is 200.
+        request = urllib.request.Request(
+            f"{server.url}/invocations", data=b"a text file", headers={"Content-Type": "image/jpeg"}
+        )
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            urllib.request.urlopen(request, timeout=30)
+        assert answer.value.code == 400 and "not a supported image" in json.loads(answer.value.read())["error"]
+        with urllib.request.urlopen(f"{server.url}/ping", timeout=30) as ping:
+            assert ping.status == 200
+        code, _, err = run(capsys, str(images[0]), "--endpoint", "no-such-endpoint", "--region", "us-east-1")
+        assert code == 2 and "error: endpoint no-such-endpoint: ValidationError" in err
+
+
+def test_no_model_is_one_clear_line(tmp_path: Path, images: list[Path], capsys: Any) -> None:
+    code, _, err = run(capsys, str(images[0]), "--model", str(tmp_path / "missing.tar.gz"))
+    assert code == 2 and err.startswith("error: no model artifact at") and "python training/train.py" in err
