@@ -6,6 +6,7 @@
     breedfilter tune --best TUNING_JOB                 its best trial's flags -> best_hyperparameters.json
     breedfilter train --data s3://... --role ARN [...] a SageMaker training job (locally: python training/train.py)
     breedfilter predict IMAGE... [--model F|--endpoint N] classify files with an artifact or an endpoint
+    breedfilter results --label L|--status S|--source URI|--counts   query the results table
 
 Each subcommand has --help.
 """
@@ -47,6 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from breedfilter import sagemaker_jobs
 
         return sagemaker_jobs.main("training", rest)
+    if command == "results":
+        from breedfilter import results
+
+        return results.main(rest)
     if command == "predict":
         from breedfilter import predict
 
