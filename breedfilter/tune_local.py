@@ -108,13 +108,15 @@ class Reporter:
 
 
 class PruningCallback:
-    """train.py Trainer callback (in-process trials): report each epoch, raise TrialPruned when told."""
+    """train.py Trainer callback (in-process trials): report each epoch, raise TrialPruned when told, and stop
+    at the next step once the tuner is asked to stop (Ctrl-C, SIGTERM)."""
 
-    def __init__(self, reporter: Reporter) -> None:
-        self.reporter = reporter
+    def __init__(self, reporter: Reporter, stopping: threading.Event) -> None:
+        self.reporter, self.stopping = reporter, stopping
 
     def on_step_end(self, trainer: Any, step: Any) -> None:
-        return None
+        if self.stopping.is_set():
+            raise Interrupted()
 
     def on_epoch_end(self, trainer: Any, row: dict[str, Any]) -> bool:
         if self.reporter.epoch(row):
@@ -124,7 +126,7 @@ class PruningCallback:
         return False
 
 
-def run_inprocess(argv: list[str], reporter: Reporter, log_path: Path) -> None:
+def run_inprocess(argv: list[str], reporter: Reporter, log_path: Path, stopping: threading.Event) -> None:
     import optuna
 
     if str(search_space.TRAINING_DIR) not in sys.path:
@@ -138,8 +140,8 @@ def run_inprocess(argv: list[str], reporter: Reporter, log_path: Path) -> None:
         _root_logging_restored(),  # train.py points the root logger at (redirected) stdout
     ):
         try:
-            train.main(argv, callbacks=[PruningCallback(reporter)])
-        except optuna.TrialPruned:
+            train.main(argv, callbacks=[PruningCallback(reporter, stopping)])
+        except (optuna.TrialPruned, Interrupted):
             raise
         except SystemExit as exc:  # argparse errors, train.py's own exits
             raise TrialError(f"train.py exited with {exc.code}; see {log_path}") from None
@@ -242,12 +244,27 @@ class Tuner:
         self.stdout = sys.stdout  # in-process trials redirect sys.stdout to their train.log
         self.children: set[subprocess.Popen] = set()
         self.stopping = threading.Event()
+        self.study: Any = None
         self.fingerprint = _fingerprint(train_args, space)
 
     def stop_all(self) -> None:
         self.stopping.set()
         for process in list(self.children):
             _stop(process)
+
+    def request_stop(self, signum: int, frame: Any) -> None:
+        """Signal handler (Ctrl-C, SIGTERM, SIGHUP): end the running trials' processes and start no new trial.
+        Nothing is raised here, so no SQLite transaction of the study is cut in half; the trial code sees its
+        process end and marks the trial interrupted. A second signal stops at once."""
+        if self.stopping.is_set():
+            raise KeyboardInterrupt(signal.Signals(signum).name)
+        self.stopping.set()
+        if self.study is not None:
+            with contextlib.suppress(RuntimeError):
+                self.study.stop()
+        for process in list(self.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
 
     def say(self, message: str) -> None:
         with self.lock:
@@ -275,6 +292,9 @@ class Tuner:
         import optuna
 
         params = {name: _suggest(trial, p) for name, p in ((p.name, p) for p in self.space.parameters)}
+        if self.stopping.is_set():  # asked to stop while Optuna was starting this trial (--jobs > 1)
+            trial.set_user_attr("interrupted", True)
+            raise Interrupted()
         trial_dir = self.dir / f"trial-{trial.number:03d}"
         trial_dir.mkdir(parents=True, exist_ok=True)
         trial.set_user_attr("dir", str(trial_dir))
@@ -284,7 +304,7 @@ class Tuner:
         started = time.perf_counter()
         try:
             if self.args.mode == "inprocess":
-                run_inprocess(argv, reporter, trial_dir / "train.log")
+                run_inprocess(argv, reporter, trial_dir / "train.log", self.stopping)
             else:
                 threads = max(1, (os.cpu_count() or 1) // self.args.jobs)
                 run_subprocess(argv, reporter, trial_dir / "train.log", threads, self)
@@ -506,7 +526,8 @@ def tune(args: argparse.Namespace, train_args: list[str], space: search_space.Se
     )
     if remaining:
         try:
-            with _signals_interrupt():
+            tuner.study = study
+            with _signals_stop(tuner):
                 study.optimize(
                     tuner.objective, n_trials=remaining, timeout=args.timeout, n_jobs=args.jobs, catch=(TrialError,)
                 )
@@ -517,17 +538,12 @@ def tune(args: argparse.Namespace, train_args: list[str], space: search_space.Se
 
 
 @contextlib.contextmanager
-def _signals_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP (a closed terminal, a killed job) stop the study as Ctrl-C does: trials marked, children
-    stopped."""
+def _signals_stop(tuner: Tuner) -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP (a closed terminal) stop the study cleanly: see Tuner.request_stop."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    previous = {sig: signal.signal(sig, tuner.request_stop) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
