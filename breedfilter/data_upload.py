@@ -49,6 +49,8 @@ from botocore.exceptions import (
 )
 from s3transfer.utils import ChunksizeAdjuster
 
+from breedfilter.aws_hints import CREDENTIALS_HINT, NO_CREDENTIALS
+
 DEFAULT_WORKERS = 8
 DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
 PART_CONCURRENCY = 4  # threads per multipart file, on top of the file workers
@@ -56,10 +58,7 @@ READ_BLOCK = 1024 * 1024
 MAX_FAILURES_SHOWN = 20
 SHA256_METADATA = "sha256"
 BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-CREDENTIALS_HINT = (
-    "configure credentials with `aws configure` (or `aws configure sso`), "
-    "or pick a profile with AWS_PROFILE=NAME, then check them with `aws sts get-caller-identity`"
-)
+
 CREDENTIAL_ERROR_CODES = {
     "InvalidAccessKeyId",
     "SignatureDoesNotMatch",
@@ -298,7 +297,7 @@ def describe_error(exc: BaseException) -> str:
 def s3_failure(exc: Exception, bucket: str, uri: str) -> UploadError:
     """The whole-run error for a request that failed before any upload (listing the destination)."""
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
-        return UploadError(f"no AWS credentials found: {CREDENTIALS_HINT}")
+        return UploadError(NO_CREDENTIALS)
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code == "NoSuchBucket":

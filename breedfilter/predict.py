@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from breedfilter.aws_hints import NO_CREDENTIALS
 from breedfilter.template import REPO_ROOT
 
 DEFAULT_MODEL = REPO_ROOT / "out" / "train" / "model.tar.gz"
@@ -75,7 +76,7 @@ def endpoint_classifier(name: str, region: str | None) -> Callable[[bytes], dict
                 EndpointName=name, ContentType=CONTENT_TYPE, Accept="application/json", Body=body
             )
         except NoCredentialsError as exc:
-            raise Unusable("no AWS credentials: run `aws configure` (or `aws sso login`), or set AWS_PROFILE") from exc
+            raise Unusable(NO_CREDENTIALS) from exc
         except ClientError as exc:
             error = exc.response.get("Error", {})
             if error.get("Code") == "ModelError":  # the container's own 4xx/5xx, wrapped by sagemaker-runtime

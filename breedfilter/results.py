@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from breedfilter.aws_hints import NO_CREDENTIALS
 from breedfilter.local_aws import StackNames
 
 STATUSES = ("SORTED", "REVIEW", "REJECTED")
@@ -216,9 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except NoCredentialsError:
-        print(
-            "error: no AWS credentials: run `aws configure` (or `aws sso login`), or set AWS_PROFILE", file=sys.stderr
-        )
+        print(f"error: {NO_CREDENTIALS}", file=sys.stderr)
         return 1
     except (ClientError, BotoCoreError) as exc:
         hint = ""

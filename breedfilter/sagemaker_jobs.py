@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from breedfilter import metrics, search_space
+from breedfilter.aws_hints import NO_CREDENTIALS
 
 # The newest PyTorch DLCs the pinned SDK knows (sagemaker.core.image_uris); torch 2.x APIs train.py uses.
 TRAINING_FRAMEWORK = "2.10.0"
@@ -450,9 +451,7 @@ def aws_error(exc: Exception, quota_hint: str = "") -> int:
     from botocore.exceptions import ClientError, NoCredentialsError
 
     if isinstance(exc, NoCredentialsError):
-        print(
-            "error: no AWS credentials: run `aws configure` (or `aws sso login`), or set AWS_PROFILE", file=sys.stderr
-        )
+        print(f"error: {NO_CREDENTIALS}", file=sys.stderr)
     elif isinstance(exc, ClientError):
         error = exc.response["Error"]
         print(f"error: AWS said {error.get('Code')}: {error.get('Message')}", file=sys.stderr)
