@@ -91,12 +91,14 @@ def endpoint_classifier(name: str, region: str | None) -> Callable[[bytes], dict
 
 
 def _reason(message: str) -> str:
-    """The model's JSON ``{"error": reason}`` (the SageMaker toolkit appends a traceback line), else the text."""
-    try:
-        parsed, _ = json.JSONDecoder().raw_decode(message.strip())
-    except json.JSONDecodeError:
-        return message.strip()
-    return str(parsed.get("error", message)) if isinstance(parsed, dict) else message.strip()
+    """The model's reason from a ModelError's OriginalMessage, read as the router reads it (JSON first, the
+    inference toolkit's traceback dropped): one parser, functions/router's."""
+    router_dir = str(REPO_ROOT / "functions" / "router")
+    if router_dir not in sys.path:
+        sys.path.insert(0, router_dir)
+    from routing.endpoint import _reason_from
+
+    return _reason_from(message)
 
 
 def line(path: Path, answer: dict[str, Any]) -> str:
