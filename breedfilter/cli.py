@@ -1,5 +1,7 @@
 """The ``breedfilter`` command: one entry point for the project's jobs.
 
+    breedfilter demo [--data DIR|--model F]            the whole loop offline: train, serve, route, summarise
+    breedfilter local up|down|env|status               keep the local twin running; route with aws s3 cp
     breedfilter data upload DIR s3://BUCKET/PREFIX     upload an ImageFolder dataset (skips unchanged files)
     breedfilter tune --local --data DIR [...]          tune train.py here with Optuna (leaderboard, plot, best flags)
     breedfilter tune --data s3://... --role ARN [...]  a SageMaker hyperparameter tuning job
@@ -48,6 +50,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from breedfilter import sagemaker_jobs
 
         return sagemaker_jobs.main("training", rest)
+    if command == "demo":
+        from breedfilter import demo
+
+        return demo.main(rest)
+    if command == "local":
+        from breedfilter import local_cli
+
+        return local_cli.main(rest)
     if command == "results":
         from breedfilter import results
 

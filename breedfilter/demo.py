@@ -1,65 +1,77 @@
-"""The main job, offline: the router on sample images against a local twin of the stack.
+"""The main job, offline and end to end: a trained model, the local twin of the stack, images in, decisions out.
 
-Starts moto's server (S3, SQS, DynamoDB, provisioned from template.yaml) and a local SageMaker endpoint,
-drops images into the inbox (some bad on purpose), lets the poller feed the router's ``lambda_handler``
-until the queue drains, prints what happened, copies the results to ``out/demo/``, and stops everything.
+1. Gets a model (``breedfilter.demo_model``): ``--model model.tar.gz|s3://…``, else trains one with
+   training/train.py on ``--data DIR`` or on shapes it generates, and caches it.
+2. Starts the local twin (``breedfilter.local_twin``): moto with the stack from template.yaml, the model
+   served through training/inference.py at a local SageMaker endpoint, the router's ``lambda_handler``.
+3. Drops held-out labelled images into the inbox (the test split, known labels) plus bad input on purpose
+   and one duplicate notification, routes until the queue drains, prints what happened and the accuracy
+   against the known labels, copies the sorted bucket and the results to ``out/demo/``, stops everything.
 
-    make demo                                  # or: .venv/bin/python -m breedfilter.demo [--verbose]
+    make demo                                              # or: .venv/bin/python -m breedfilter.demo
+    make demo ARGS="--data DIR -- --epochs 4"              # your ImageFolder set; train.py flags after --
+    make demo ARGS="--model out/train/model.tar.gz --data DIR"
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import json
-import os
 import random
 import sys
 import textwrap
 import time
 from collections import Counter
-from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from breedfilter.endpoint_server import EndpointServer
-from breedfilter.lambda_runtime import load_handler
-from breedfilter.local_aws import LocalAws, aws_environment, router_environment, scan_items
-from breedfilter.sqs_poller import SqsEventSource
-from breedfilter.stand_in_model import LABELS, ColourModel
+from breedfilter import demo_model
+from breedfilter.artifact_model import ArtifactModel, training_module
+from breedfilter.local_twin import LocalTwin, Snapshot
 from breedfilter.template import REPO_ROOT
 
 OUT_DIR = REPO_ROOT / "out" / "demo"
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
 
-def demo_images(per_label: int, seed: int = 7) -> list[tuple[str, bytes, str | None]]:
-    """(key, bytes, true label or None for bad input): coloured photos-to-be plus deliberate bad input."""
-    from PIL import Image, ImageDraw
+@dataclass(frozen=True)
+class DemoObject:
+    key: str
+    body: bytes
+    label: str | None  # the known label; None for input that is bad on purpose
 
-    rng = random.Random(seed)  # noqa: S311 - picture variety, not security
-    images: list[tuple[str, bytes, str | None]] = []
-    base = {"red": (200, 40, 40), "green": (40, 170, 60), "blue": (40, 60, 190)}
-    for label in LABELS:
-        for i in range(per_label):
-            strength = rng.uniform(0.02, 1.0)  # washed-out colours end up in review/
-            colour = tuple(int(128 + (c - 128) * strength) for c in base[label])
-            image = Image.new("RGB", (rng.randint(120, 400), rng.randint(120, 400)), colour)
-            draw = ImageDraw.Draw(image)
-            for _ in range(6):
-                x, y = rng.randint(0, image.width), rng.randint(0, image.height)
-                draw.ellipse((x, y, x + 30, y + 30), fill=tuple(rng.randint(0, 255) for _ in range(3)))
-            fmt = rng.choice(["JPEG", "PNG", "WEBP"])
-            buffer = io.BytesIO()
-            image.save(buffer, format=fmt)
-            images.append((f"uploads/{label}-{i:02d}.{fmt.lower().replace('jpeg', 'jpg')}", buffer.getvalue(), label))
-    images += [
-        ("uploads/notes.jpg", b"a text file somebody named .jpg\n", None),
-        ("uploads/truncated.jpg", _jpeg()[:600], None),
-        ("uploads/empty.png", b"", None),
-        ("uploads/phone photo.heic", b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64), None),
-        ("uploads/my dog Ünïcødé 狗.jpg", _jpeg(), "red"),
+
+def labelled_images(data: Path, per_label: int, seed: int = 7) -> list[DemoObject]:
+    """Up to ``per_label`` held-out images per class: the test split (else valid), never what trained the model."""
+    imagefolder = training_module("imagefolder")
+    splits = imagefolder.split_dirs_from_root(data)
+    split = next((splits[s] for s in ("test", "valid") if splits[s].is_dir()), None)
+    if split is None:
+        raise demo_model.ModelError(f"--data {data}: no test/ or valid/ split to take held-out images from")
+    rng = random.Random(seed)  # noqa: S311 - which images to show, not security
+    objects = []
+    for class_dir in sorted(p for p in split.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        label = imagefolder.label_of(class_dir.name)
+        for path in rng.sample(files, min(per_label, len(files))):
+            objects.append(DemoObject(f"uploads/{label}-{path.name}", path.read_bytes(), label))
+    if not objects:
+        raise demo_model.ModelError(f"{split}: no images in its class folders")
+    return objects
+
+
+def bad_objects(example: DemoObject) -> list[DemoObject]:
+    """Input a real inbox receives: each must end in rejected/ with its reason, and lose nothing."""
+    return [
+        DemoObject("uploads/notes.jpg", b"a text file somebody named .jpg\n", None),
+        DemoObject("uploads/truncated.jpg", _jpeg()[:600], None),
+        DemoObject("uploads/empty.png", b"", None),
+        DemoObject("uploads/phone photo.heic", b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64), None),
+        # a real image under a key with spaces and unicode (S3 notifications encode it; the router decodes it)
+        DemoObject(f"uploads/my {example.label} Ünïcødé 狗{Path(example.key).suffix}", example.body, example.label),
     ]
-    return images
 
 
 def _jpeg() -> bytes:
@@ -70,145 +82,208 @@ def _jpeg() -> bytes:
     return buffer.getvalue()
 
 
-def run(per_label: int, verbose: bool) -> dict[str, Any]:
+def run(args: argparse.Namespace, train_flags: list[str]) -> dict[str, Any]:
     started = time.monotonic()
-    with LocalAws() as aws, EndpointServer(ColourModel(), "breedfilter-classifier") as endpoint:
-        stack = aws.provision()
-        env = {**aws_environment(aws.url, endpoint.url), **router_environment(stack)}
-        if not verbose:  # the router's JSON logs and EMF metrics are for CloudWatch; --verbose shows them
-            env.update(POWERTOOLS_LOG_LEVEL="WARNING", POWERTOOLS_METRICS_DISABLED="true")
-        env["POWERTOOLS_TRACE_DISABLED"] = "true"
-        with patched_environ(env):
-            return _run_stack(aws, endpoint, stack, per_label, verbose, started)
-
-
-@contextlib.contextmanager
-def patched_environ(env: dict[str, str]) -> Iterator[None]:
-    """The router reads os.environ, as on Lambda; restore it afterwards so nothing points at stopped servers."""
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
-def _run_stack(
-    aws: LocalAws, endpoint: EndpointServer, stack: Any, per_label: int, verbose: bool, started: float
-) -> dict[str, Any]:
-    names = stack.names
-    print(f"local AWS (moto) at {aws.url}; endpoint {names.endpoint_name} at {endpoint.url}")
-    print("  model: a stand-in that names an image's dominant colour (red/green/blue); a trained model comes next")
-
-    s3, sqs = aws.client("s3"), aws.client("sqs")
-    images = demo_images(per_label)
-    for key, body, _ in images:
-        s3.put_object(Bucket=names.inbox_bucket, Key=key, Body=body)
-    duplicate = sqs.receive_message(QueueUrl=stack.queue_url, MaxNumberOfMessages=1)["Messages"][0]
-    sqs.send_message(QueueUrl=stack.queue_url, MessageBody=duplicate["Body"])  # S3 may deliver twice
-    sqs.change_message_visibility(
-        QueueUrl=stack.queue_url, ReceiptHandle=duplicate["ReceiptHandle"], VisibilityTimeout=0
-    )
-    print(f"dropped {len(images)} objects into s3://{names.inbox_bucket}/uploads/ (+1 duplicate notification)")
-
-    source = SqsEventSource(sqs, stack.queue_url, load_handler(), batch_size=10, function_name=names.function_name)
-    with contextlib.redirect_stdout(sys.stdout if verbose else io.StringIO()):  # CloudWatch's EMF lines
-        report = source.drain(max_seconds=120)
-    print(
-        f"router: {report.batches} batches, {report.received} messages, "
-        f"{report.succeeded} succeeded, {report.failed} failed"
-    )
-    items = scan_items(aws.client("dynamodb"), names.results_table)
-    summary = summarise(items, images, wall=time.monotonic() - started)
-    summary["inbox_left"] = [o["Key"] for o in s3.list_objects_v2(Bucket=names.inbox_bucket).get("Contents", [])]
-    summary["dlq_depth"] = int(
-        sqs.get_queue_attributes(QueueUrl=stack.dlq_url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"][
-            "ApproximateNumberOfMessages"
-        ]
-    )
-    sorted_keys = [o["Key"] for o in s3.list_objects_v2(Bucket=names.sorted_bucket).get("Contents", [])]
-    summary["one_copy_each"] = len(sorted_keys) == len(items) == len(images) and len(
-        {i["source_key"] for i in items}
-    ) == len(images)
-    export(aws, names.sorted_bucket, items)
-    print_summary(summary, names)
+    model = demo_model.obtain(args.model, args.data, train_flags, retrain=args.retrain)
+    print(f"model: {model.origin}")
+    predictor = ArtifactModel(model.path)
+    data = model.data or demo_model.generated_dataset()
+    good = labelled_images(data, args.per_label)
+    objects = good + bad_objects(good[0])
+    model_labels = set(predictor.model.labels)
+    known = {o.label for o in objects if o.label}
+    if not known <= model_labels:
+        print(
+            f"  note: the model's labels ({', '.join(sorted(model_labels)[:6])}…) are not those of the images "
+            f"({', '.join(sorted(known)[:6])}…): accuracy is not measured; pass --data with the model's dataset"
+        )
+    with LocalTwin(predictor, quiet_router=not args.verbose) as twin:
+        summary = _route(twin, objects)
+        summary["labels_match"] = known <= model_labels
+        export(twin, summary["snapshot"])
+    summary["wall_seconds"] = round(time.monotonic() - started, 1)
+    summary["training_seconds"] = (model.metrics or {}).get("wall_seconds") if "just now" in model.origin else None
+    summary["model_path"] = str(model.path)
+    print_summary(summary, twin)
     return summary
 
 
-def summarise(items: list[dict[str, Any]], images: list[tuple[str, bytes, str | None]], wall: float) -> dict[str, Any]:
-    truth = {key: label for key, _, label in images}
-    by_status = Counter(item["status"] for item in items)
-    per_label = Counter(item["label"] for item in items if item["status"] == "SORTED")
+def _route(twin: LocalTwin, objects: list[DemoObject]) -> dict[str, Any]:
+    assert twin.stack is not None and twin.endpoint is not None
+    names = twin.names
+    identity = twin.predictor.identity  # type: ignore[attr-defined]
+    print(f"local AWS (moto) at {twin.aws.url}; endpoint {names.endpoint_name} at {twin.endpoint.url}")
+    print(f"  serving {identity['name']} version {identity['version']} through training/inference.py")
+    for obj in objects:
+        twin.drop(obj.key, obj.body)
+    sqs = twin.client("sqs")  # S3 may deliver a notification twice: the router must do the work once
+    duplicate = sqs.receive_message(QueueUrl=twin.stack.queue_url, MaxNumberOfMessages=1)["Messages"][0]
+    sqs.send_message(QueueUrl=twin.stack.queue_url, MessageBody=duplicate["Body"])
+    sqs.change_message_visibility(
+        QueueUrl=twin.stack.queue_url, ReceiptHandle=duplicate["ReceiptHandle"], VisibilityTimeout=0
+    )
+    bad = sum(1 for o in objects if o.label is None)
+    print(
+        f"dropped {len(objects)} objects into s3://{names.inbox_bucket}/uploads/ ({len(objects) - bad} held-out "
+        f"labelled images, {bad} bad on purpose) and sent 1 duplicate notification"
+    )
+    report = twin.drain(max_seconds=300)
+    print(
+        f"router: {report.batches} batches, {report.received} messages, "
+        f"{report.succeeded} succeeded, {report.failed} returned to the queue"
+    )
+    snapshot = twin.snapshot()
+    return {**summarise(snapshot, objects), "snapshot": snapshot}
+
+
+def summarise(snapshot: Snapshot, objects: list[DemoObject]) -> dict[str, Any]:
+    items = snapshot.items
+    truth = {o.key: o.label for o in objects}
     sorted_items = [i for i in items if i["status"] == "SORTED" and truth.get(i["source_key"])]
-    correct = sum(1 for i in sorted_items if i["label"] == truth[i["source_key"]])
+    guessed = [i for i in items if i["status"] in ("SORTED", "REVIEW") and truth.get(i["source_key"])]
     return {
-        "objects": len(images),
+        "objects": len(objects),
         "items": len(items),
-        "by_status": dict(by_status),
-        "per_label": dict(sorted(per_label.items())),
+        "by_status": dict(Counter(item["status"] for item in items)),
+        "per_label": dict(sorted(Counter(i["label"] for i in items if i["status"] == "SORTED").items())),
         "review": sorted(
-            (i["source_key"], i["top_label"], float(i["confidence"])) for i in items if i["status"] == "REVIEW"
+            (i["source_key"], i["top_label"], float(i["confidence"]), truth.get(i["source_key"]))
+            for i in items
+            if i["status"] == "REVIEW"
         ),
         "rejected": sorted((i["source_key"], i["reason"], i["detail"]) for i in items if i["status"] == "REJECTED"),
-        "accuracy_sorted": (correct / len(sorted_items)) if sorted_items else None,
+        "accuracy_sorted": _accuracy(sorted_items, truth),
         "sorted_count": len(sorted_items),
-        "wall_seconds": round(wall, 1),
+        "accuracy_top": _accuracy(guessed, truth),
+        "labelled_count": len(guessed),
+        "mistakes": sorted(
+            (i["source_key"], i["top_label"], truth[i["source_key"]])
+            for i in sorted_items
+            if i["top_label"] != truth[i["source_key"]]
+        ),
+        "inbox_left": snapshot.inbox,
+        "queue_depth": snapshot.queue_depth,
+        "dlq_depth": snapshot.dlq_depth,
+        "one_copy_each": len(snapshot.sorted) == len(items) == len(objects)
+        and len({i["source_key"] for i in items}) == len(objects),
     }
 
 
-def export(aws: LocalAws, bucket: str, items: list[dict[str, Any]]) -> None:
-    """Copy the sorted bucket and the results table out of the twin before it stops."""
-    s3 = aws.client("s3")
+def _accuracy(items: list[dict[str, Any]], truth: dict[str, str | None]) -> float | None:
+    if not items:
+        return None
+    return sum(1 for i in items if i["top_label"] == truth[i["source_key"]]) / len(items)
+
+
+def export(twin: LocalTwin, snapshot: Snapshot) -> None:
+    """Copy the sorted bucket and the results table out of the twin before it stops (moto keeps no disk)."""
+    s3 = twin.client("s3")
     target = OUT_DIR / "sorted"
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        for obj in page.get("Contents", []):
-            path = target / obj["Key"]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
-    (OUT_DIR / "results.json").write_text(json.dumps(items, indent=2, default=str, ensure_ascii=False))
+    for key in snapshot.sorted:
+        path = target / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(s3.get_object(Bucket=twin.names.sorted_bucket, Key=key)["Body"].read())
+    (OUT_DIR / "results.json").write_text(
+        json.dumps(snapshot.items, indent=2, default=str, ensure_ascii=False), encoding="utf-8"
+    )
 
 
-def print_summary(summary: dict[str, Any], names: Any) -> None:
+def print_summary(summary: dict[str, Any], twin: LocalTwin) -> None:
+    names = twin.names
     print()
     print(
         f"{summary['objects']} objects -> {summary['items']} results items: "
         + ", ".join(f"{count} {status}" for status, count in sorted(summary["by_status"].items()))
     )
-    print("sorted per label: " + ", ".join(f"{label} {n}" for label, n in summary["per_label"].items()))
-    if summary["accuracy_sorted"] is not None:
-        print(
-            f"accuracy of sorted images against their known labels: {summary['accuracy_sorted']:.1%} "
-            f"({summary['sorted_count']} images)"
+    per_label = ", ".join(f"{label} {n}" for label, n in summary["per_label"].items())
+    print(f"sorted per label: {per_label or 'none (no prediction reached the confidence threshold)'}")
+    if summary["labels_match"] and summary["accuracy_top"] is not None:
+        sorted_part = (
+            f"{summary['accuracy_sorted']:.1%} of the {summary['sorted_count']} sorted ones"
+            if summary["accuracy_sorted"] is not None
+            else "none was confident enough to be sorted"
         )
+        print(
+            f"accuracy against the known labels: top guess right for {summary['accuracy_top']:.1%} of the "
+            f"{summary['labelled_count']} labelled images; {sorted_part}"
+        )
+        for key, guess, truth in summary["mistakes"]:
+            print(f"  sorted wrongly: {key} as {guess} (it is {truth})")
     print(f"review ({len(summary['review'])}): below the confidence threshold, top guess kept")
-    for key, label, confidence in summary["review"]:
-        print(f"  {key:34s} top guess {label} ({confidence:.2f})")
+    for key, label, confidence, truth in summary["review"]:
+        known = f"; it is {truth}" if truth and summary["labels_match"] else ""
+        print(f"  {key:38s} top guess {label} ({confidence:.2f}{known})")
     print(f"rejected ({len(summary['rejected'])}):")
     for key, reason, detail in summary["rejected"]:
-        print(f"  {key:34s} {reason}: {textwrap.shorten(detail, 76, placeholder='...')}")
-    print(f"inbox left: {len(summary['inbox_left'])} objects; dead-letter queue: {summary['dlq_depth']} messages")
+        print(f"  {key:38s} {reason}: {textwrap.shorten(detail, 72, placeholder='...')}")
     print(
-        f"exactly one sorted copy and one results item per object (the duplicate notification did no work): "
-        f"{'yes' if summary['one_copy_each'] else 'NO'}"
+        f"inbox left: {len(summary['inbox_left'])} objects; queue: {summary['queue_depth']} messages; "
+        f"dead-letter queue: {summary['dlq_depth']} messages"
+    )
+    print(
+        "exactly one sorted copy and one results item per object (the duplicate notification did no work): "
+        + ("yes" if summary["one_copy_each"] else "NO")
     )
     print()
     print(
         f"where things went: s3://{names.sorted_bucket}/<label>/, review/, rejected/ ; "
         f"decisions in DynamoDB table {names.results_table}"
     )
-    print(f"  copied out before the twin stopped: {OUT_DIR / 'sorted'}/ and {OUT_DIR / 'results.json'}")
-    print(f"demo wall time: {summary['wall_seconds']} s; all local servers stopped.")
+    print(f"  copied out before the twin stopped: {_short(OUT_DIR / 'sorted')}/ and {_short(OUT_DIR / 'results.json')}")
+    print("query further:")
+    print("  .venv/bin/breedfilter local up          # keep the twin running; it prints what to export, then:")
+    print("  aws s3 cp photo.jpg s3://breedfilter-inbox-local/   # routes live (or boto3 with the exports)")
+    print("  .venv/bin/breedfilter results --counts  # or --status REVIEW, --label LABEL, --format csv")
+    print(f"  .venv/bin/breedfilter predict IMAGE... --model {_short(Path(summary['model_path']))}")
+    training = f" (training {summary['training_seconds']:.0f} s)" if summary.get("training_seconds") else ""
+    print(f"demo wall time: {summary['wall_seconds']:.0f} s{training}; all local servers stopped.")
     print("next: `make test` runs every test; README.md has the cloud path (sam build / sam deploy).")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--per-label", type=int, default=6, help="generated images per label (default 6)")
+def _short(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m breedfilter.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    parser.add_argument("--model", help="model.tar.gz (or its dir, or s3://…) to serve instead of training one")
+    parser.add_argument("--data", type=Path, help="ImageFolder dataset to train on and take test images from")
+    parser.add_argument("--per-label", type=_positive, default=8, help="held-out images per label (default 8)")
+    parser.add_argument("--retrain", action="store_true", help="train even if a cached model matches")
     parser.add_argument("--verbose", action="store_true", help="show the router's JSON logs and EMF metrics")
-    args = parser.parse_args()
-    run(args.per_label, args.verbose)
+    return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    own, train_flags = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+    parser = build_parser()
+    args = parser.parse_args(own)
+    try:
+        run(args, train_flags)
+    except (demo_model.ModelError, FileNotFoundError) as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("demo: interrupted; everything it started is stopped", file=sys.stderr)
+        return 130
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from breedfilter import metrics, search_space, tuning_report
+from breedfilter.processes import exit_text, stop_group
 from breedfilter.template import REPO_ROOT
 
 TRAIN_SCRIPT = search_space.TRAINING_DIR / "train.py"
@@ -193,11 +194,11 @@ def run_subprocess(argv: list[str], reporter: Reporter, log_path: Path, threads:
                     pruned = True
                     break
         except BaseException:
-            _stop(process)
+            stop_group(process)
             raise
         finally:
             if pruned:
-                _stop(process)
+                stop_group(process)
             process.wait()
             tuner.children.discard(process)
     if tuner.stopping.is_set():
@@ -206,25 +207,7 @@ def run_subprocess(argv: list[str], reporter: Reporter, log_path: Path, threads:
         raise optuna.TrialPruned(f"pruned at epoch {reporter.pruned_at}")
     if process.returncode != 0:
         last = next((t for t in reversed(tail) if t.strip()), "")
-        raise TrialError(f"train.py {_exit_text(process.returncode)}: {last[:300]} (see {log_path})")
-
-
-def _exit_text(code: int) -> str:
-    if code >= 0:
-        return f"exited with {code}"
-    name = signal.Signals(-code).name
-    hint = " (out of memory? the kernel's OOM killer sends it; try a smaller batch size)" if name == "SIGKILL" else ""
-    return f"was killed by {name}{hint}"
-
-
-def _stop(process: subprocess.Popen) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+        raise TrialError(f"train.py {exit_text(process.returncode)}: {last[:300]} (see {log_path})")
 
 
 class TrialError(Exception):
@@ -250,9 +233,9 @@ class Tuner:
     def stop_all(self) -> None:
         self.stopping.set()
         for process in list(self.children):
-            _stop(process)
+            stop_group(process)
 
-    def request_stop(self, signum: int, frame: Any) -> None:
+    def requeststop_group(self, signum: int, frame: Any) -> None:
         """Signal handler (Ctrl-C, SIGTERM, SIGHUP): end the running trials' processes and start no new trial.
         Nothing is raised here, so no SQLite transaction of the study is cut in half; the trial code sees its
         process end and marks the trial interrupted. A second signal stops at once."""
@@ -527,7 +510,7 @@ def tune(args: argparse.Namespace, train_args: list[str], space: search_space.Se
     if remaining:
         try:
             tuner.study = study
-            with _signals_stop(tuner):
+            with _signalsstop_group(tuner):
                 study.optimize(
                     tuner.objective, n_trials=remaining, timeout=args.timeout, n_jobs=args.jobs, catch=(TrialError,)
                 )
@@ -538,7 +521,7 @@ def tune(args: argparse.Namespace, train_args: list[str], space: search_space.Se
 
 
 @contextlib.contextmanager
-def _signals_stop(tuner: Tuner) -> Iterator[None]:
+def _signalsstop_group(tuner: Tuner) -> Iterator[None]:
     """Ctrl-C, SIGTERM and SIGHUP (a closed terminal) stop the study cleanly: see Tuner.request_stop."""
     if threading.current_thread() is not threading.main_thread():
         yield

@@ -9,6 +9,7 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,6 +34,26 @@ os.environ.update(FAKE_CREDENTIALS)
 os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
 os.environ["POWERTOOLS_TRACE_DISABLED"] = "1"
 os.environ["POWERTOOLS_DEV"] = "0"
+
+
+@pytest.fixture(scope="session")
+def trained_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real model.tar.gz from training/train.py: a tiny network, one epoch on generated colour classes."""
+    import train  # training/ is on the path, as on SageMaker
+    from tests.image_datasets import make_dataset
+
+    root = tmp_path_factory.mktemp("trained")
+    data = make_dataset(root / "data", {"train": 12, "valid": 4, "test": 4}, size=40)
+    out = root / "run"
+    train.main(
+        [
+            "--data", str(data), "--model", "timm/test_efficientnet", "--weights", "none", "--image-size", "32",
+            "--num-workers", "0", "--epochs", "1", "--lr", "0.01", "--unfreeze-epoch", "0",
+            "--model-dir", str(out / "model"), "--output-data-dir", str(out / "output"),
+            "--checkpoint-dir", str(out / "ckpt"), "--tensorboard-dir", "none",
+        ]
+    )  # fmt: skip
+    return out / "model.tar.gz"
 
 
 @pytest.fixture(scope="session")

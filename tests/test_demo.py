@@ -1,22 +1,59 @@
-"""`make demo` end to end (smaller): every object ends in one place with one item, the bad ones rejected."""
+"""`make demo` end to end, smaller: it trains a model with training/train.py on the set it generates, serves it
+through inference.py on the local twin, routes held-out images and bad input, and stops everything it started.
+A second run reuses the cached model; bad demo flags fail before anything starts."""
 
 from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
-from breedfilter import demo
+import pytest
+
+from breedfilter import demo, demo_dataset, demo_model
+
+TINY_TRAINING = ["--model", "timm/test_efficientnet", "--image-size", "32", "--epochs", "1", "--num-workers", "0"]
 
 
-def test_demo_routes_everything_once_and_cleans_up(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(demo, "OUT_DIR", tmp_path)
+def child_processes() -> list[str]:
+    """Live children of this process (Linux /proc), e.g. a train.py or a loader worker left behind."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z":
+            found.append(stat.parent.name)
+    return found
+
+
+@pytest.fixture
+def demo_dirs(tmp_path, monkeypatch):
+    monkeypatch.setattr(demo, "OUT_DIR", tmp_path / "demo")
+    monkeypatch.setattr(demo_model, "CACHE_DIR", tmp_path / "models")
+    monkeypatch.setattr(demo_model, "GENERATED_DIR", tmp_path / "generated")
+    monkeypatch.setattr(demo_model, "GENERATED_COUNTS", {"train": 6, "valid": 3, "test": 3})
+    return tmp_path
+
+
+def run_demo(*argv: str) -> dict:
+    args = demo.build_parser().parse_args(list(argv))
+    return demo.run(args, TINY_TRAINING)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads child processes from /proc")
+def test_demo_trains_serves_routes_everything_once_and_cleans_up(demo_dirs, monkeypatch, capsys):
     before = dict(os.environ)
-    summary = demo.run(per_label=2, verbose=False)
-    assert dict(os.environ) == before  # nothing left pointing at the stopped servers
+    summary = run_demo("--per-label", "2")
+    changed = {k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k)}
+    assert changed <= {"TORCHINDUCTOR_CACHE_DIR"}  # (torch's own, on import) nothing points at stopped servers
+    assert child_processes() == []  # train.py and its loader workers are gone
 
-    assert summary["objects"] == summary["items"] == 11
+    labelled = 2 * len(demo_dataset.CLASSES)
+    assert summary["objects"] == summary["items"] == labelled + 5  # 4 bad, 1 real image under a unicode key
     assert summary["one_copy_each"] is True
-    assert summary["inbox_left"] == [] and summary["dlq_depth"] == 0
+    assert summary["inbox_left"] == [] and summary["queue_depth"] == 0 and summary["dlq_depth"] == 0
     reasons = {key.split("/")[-1]: reason for key, reason, _ in summary["rejected"]}
     assert reasons == {
         "notes.jpg": "not_an_image",
@@ -24,14 +61,65 @@ def test_demo_routes_everything_once_and_cleans_up(tmp_path, monkeypatch, capsys
         "empty.png": "empty",
         "phone photo.heic": "unsupported_format",
     }
-    assert summary["accuracy_sorted"] == 1.0
+    assert summary["labels_match"] is True
+    assert summary["labelled_count"] + summary["by_status"].get("REJECTED", 0) == summary["objects"]
+    assert 0.0 <= summary["accuracy_top"] <= 1.0
+    assert summary["training_seconds"] is not None  # trained in this run
 
-    exported = json.loads((tmp_path / "results.json").read_text())
-    assert len(exported) == 11
-    copies = [p for p in (tmp_path / "sorted").rglob("*") if p.is_file()]
-    assert len(copies) == 11
-    assert (tmp_path / "sorted" / "rejected" / "uploads" / "notes.jpg").exists()
-
+    out = demo_dirs / "demo"
+    exported = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert sorted(i["source_key"] for i in exported) == sorted(i["source_key"] for i in summary["snapshot"].items)
+    copies = [p for p in (out / "sorted").rglob("*") if p.is_file()]
+    assert len(copies) == summary["objects"]
+    assert (out / "sorted" / "rejected" / "uploads" / "notes.jpg").exists()
     printed = capsys.readouterr().out
-    assert "all local servers stopped" in printed and "exactly one sorted copy" in printed
-    assert '{"_aws"' not in printed  # the router's EMF lines stay out of the summary
+    for line in ("model: timm/test_efficientnet trained on 3 generated shapes", "trained just now", "accuracy against the known labels",
+                 "exactly one sorted copy", "all local servers stopped", "breedfilter local up"):  # fmt: skip
+        assert line in printed, line
+    assert '{"_aws"' not in printed and '"level":"INFO"' not in printed  # CloudWatch's lines stay out
+    assert "  epoch 1: train accuracy" in printed  # train.py's progress, one line per epoch
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the cached model should have been used")
+
+    monkeypatch.setattr(demo_model, "train", no_training)
+    again = run_demo("--per-label", "1")
+    assert again["items"] == len(demo_dataset.CLASSES) + 5 and again["training_seconds"] is None
+    assert "cached (--retrain trains again)" in capsys.readouterr().out
+
+
+def test_demo_serves_a_given_artifact_without_training(demo_dirs, trained_artifact, monkeypatch, capsys):
+    monkeypatch.setattr(demo_model, "train", lambda *a, **k: pytest.fail("a given model is never retrained"))
+    summary = run_demo("--model", str(trained_artifact), "--per-label", "1")
+    assert summary["one_copy_each"] is True and summary["dlq_depth"] == 0
+    assert summary["labels_match"] is False  # its labels are colours, the images shapes: no accuracy claimed
+    printed = capsys.readouterr().out
+    assert "accuracy is not measured" in printed and "accuracy against the known labels" not in printed
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model", "missing.tar.gz"], "no such file"),
+        (["--data", "/nonexistent/dogs"], "no such directory"),
+        (["--", "--epochs", "abc"], "invalid positive_int value"),
+        (["--", "--model-dir", "/tmp/x"], "the demo sets this itself"),
+        (["--per-label", "0"], "not a positive number"),
+    ],
+)
+def test_bad_demo_input_fails_at_once_with_a_reason(demo_dirs, argv, message, capsys):
+    try:
+        code = demo.main(argv)
+    except SystemExit as exc:  # argparse's own refusals
+        code = exc.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (demo_dirs / "models").exists()  # nothing trained
+
+
+def test_failed_training_says_why_and_caches_nothing(demo_dirs):
+    with pytest.raises(
+        demo_model.ModelError, match=r"(?s)training failed: train\.py exited with 2.*unknown model .no_such_net"
+    ):
+        demo_model.obtain(None, None, ["--model", "no_such_net"])
+    assert not list((demo_dirs / "models").glob("*/model.tar.gz"))

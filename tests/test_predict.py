@@ -12,29 +12,17 @@ from typing import Any
 
 import pytest
 
-import train
 from breedfilter import predict
 from breedfilter.artifact_model import ArtifactModel
 from breedfilter.endpoint_server import EndpointServer
-from tests.image_datasets import COLOURS, make_dataset, make_image
+from tests.image_datasets import COLOURS, make_image
 
 LABELS = [name.split(".", 1)[1] for name in COLOURS]
 
 
 @pytest.fixture(scope="module")
-def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("predict")
-    data = make_dataset(root / "data", {"train": 12, "valid": 4, "test": 4}, size=40)
-    out = root / "run"
-    train.main(
-        [
-            "--data", str(data), "--model", "timm/test_efficientnet", "--weights", "none", "--image-size", "32",
-            "--num-workers", "0", "--epochs", "1", "--lr", "0.01", "--unfreeze-epoch", "0",
-            "--model-dir", str(out / "model"), "--output-data-dir", str(out / "output"),
-            "--checkpoint-dir", str(out / "ckpt"),
-        ]
-    )  # fmt: skip
-    return out / "model.tar.gz"
+def artifact(trained_artifact: Path) -> Path:
+    return trained_artifact
 
 
 @pytest.fixture

@@ -1,0 +1,239 @@
+"""The local twin of the stack in one object: moto's server, a local SageMaker endpoint and the router.
+
+``LocalTwin(predictor)`` starts moto on a free loopback port and provisions the stack from template.yaml
+(inbox bucket -> inbox queue -> dead-letter queue, sorted bucket, results and idempotency tables), serves
+``predictor`` at a local endpoint (``/ping``, ``/invocations``, ``/endpoints/{name}/invocations``), points
+this process's environment at both (as template.yaml configures the Lambda) and feeds the router's
+``lambda_handler``, loaded the way Lambda loads it, from the inbox queue as Lambda's SQS event source does.
+``make demo``, ``breedfilter local up`` and the end-to-end tests all run this one wiring.
+
+    with LocalTwin(ArtifactModel("model.tar.gz")) as twin:
+        twin.drop("uploads/dog.jpg", data)
+        twin.drain()           # or twin.start_polling() to route live until close()
+        print(twin.snapshot())
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from breedfilter.endpoint_server import EndpointServer, Predictor
+from breedfilter.lambda_runtime import load_handler
+from breedfilter.local_aws import LocalAws, Stack, StackNames, aws_environment, router_environment, scan_items
+from breedfilter.sqs_poller import PollReport, SqsEventSource
+from breedfilter.template import StackTemplate
+
+log = logging.getLogger("breedfilter.local_twin")
+
+
+@dataclass
+class Snapshot:
+    """Where everything is now: the inbox, both queues, the sorted bucket and the results table."""
+
+    inbox: list[str]
+    sorted: list[str]
+    items: list[dict[str, Any]]
+    queue_depth: int
+    dlq_depth: int
+    dlq_bodies: list[str] = field(default_factory=list)
+
+
+class LocalTwin:
+    """``with LocalTwin(predictor) as twin``: everything started on enter, stopped (ports freed) on exit.
+
+    While open, ``os.environ`` holds the twin's environment (fake credentials, local endpoints, the router's
+    variables from template.yaml) because the router reads it as it does on Lambda; it is restored on exit.
+    moto keeps its resources per process, so a twin starts from a clean slate (moto's reset).
+    """
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        *,
+        names: StackNames | None = None,
+        router_overrides: dict[str, str] | None = None,
+        max_receive_count: int | None = None,
+        retry_delay_seconds: int = 0,
+        quiet_router: bool = True,
+        aws_port: int | None = None,
+        endpoint_port: int = 0,
+    ):
+        self.template = StackTemplate.load()
+        self.names = names or StackNames()
+        self.predictor = predictor
+        self.router_overrides = dict(router_overrides or {})
+        self.max_receive_count = max_receive_count
+        self.retry_delay_seconds = retry_delay_seconds
+        self.quiet_router = quiet_router
+        self.aws = LocalAws(aws_port)
+        self.endpoint_port = endpoint_port
+        self.endpoint: EndpointServer | None = None
+        self.batch_size = int(self.template.parameter_default("BatchSize"))
+        self.stack: Stack | None = None
+        self.source: SqsEventSource | None = None
+        self.environment: dict[str, str] = {}
+        self._saved_environ: dict[str, str] | None = None
+        self._saved_log_level: int | None = None
+        self._started: list[Any] = []
+        self._stop_polling = threading.Event()
+        self._poller: threading.Thread | None = None
+        self.live = PollReport()
+        self._live_lock = threading.Lock()
+
+    # -- lifecycle ------------------------------------------------------------------------------------------
+
+    def __enter__(self) -> LocalTwin:
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _start(self) -> None:
+        self.aws.start()
+        self._started.append(self.aws)
+        self.aws.reset()
+        self.stack = self.aws.provision(self.names, max_receive_count=self.max_receive_count)
+        self.endpoint = EndpointServer(self.predictor, self.names.endpoint_name, port=self.endpoint_port).start()
+        self._started.append(self.endpoint)
+        self.environment = {
+            **aws_environment(self.aws.url, self.endpoint.url),
+            **router_environment(self.stack, self.template),
+            "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon here
+            **self.router_overrides,
+        }
+        if self.quiet_router:  # JSON logs and EMF metrics are for CloudWatch; the caller prints summaries
+            self.environment["POWERTOOLS_LOG_LEVEL"] = "WARNING"
+            self.environment["POWERTOOLS_METRICS_DISABLED"] = "true"
+        self._saved_environ = dict(os.environ)
+        os.environ.update(self.environment)
+        handler = load_handler()
+        app = sys.modules["app"]
+        app.router_for.cache_clear()  # a warm router from an earlier twin points at its ports
+        # the module-level Logger read its level at import (as on Lambda, once per cold start); a twin is a
+        # new deployment of the same code, so it applies this one's level, and close() puts the old one back
+        self._saved_log_level = app.logger.log_level
+        app.logger.setLevel(self.environment.get("POWERTOOLS_LOG_LEVEL", "INFO"))
+        self.source = SqsEventSource(
+            self.aws.client("sqs"),
+            self.stack.queue_url,
+            handler,
+            batch_size=self.batch_size,
+            function_name=self.names.function_name,
+            retry_delay_seconds=self.retry_delay_seconds,
+        )
+
+    def close(self) -> None:
+        """Stop polling, the endpoint and moto (in that order), and give the environment back."""
+        self.stop_polling()
+        while self._started:
+            with contextlib.suppress(Exception):
+                self._started.pop().stop()
+        if self._saved_log_level is not None:
+            sys.modules["app"].logger.setLevel(self._saved_log_level)
+            self._saved_log_level = None
+        if self._saved_environ is not None:
+            os.environ.clear()
+            os.environ.update(self._saved_environ)
+            self._saved_environ = None
+
+    # -- use ------------------------------------------------------------------------------------------------
+
+    def client(self, service: str) -> Any:
+        return self.aws.client(service)
+
+    def drop(self, key: str, body: bytes) -> None:
+        """Put an object into the inbox, as a user would; S3 notifies the inbox queue."""
+        self.client("s3").put_object(Bucket=self.names.inbox_bucket, Key=key, Body=body)
+
+    def drain(self, max_seconds: float = 120.0) -> PollReport:
+        """Route until the inbox queue stays empty (failed messages come back until the DLQ takes them)."""
+        assert self.source is not None, "use LocalTwin as a context manager"
+        with self._router_stdout():
+            return self.source.drain(max_seconds=max_seconds)
+
+    def start_polling(self, wait_seconds: int = 1) -> None:
+        """Route live in a background thread (long polling) until ``stop_polling`` or ``close``."""
+        assert self.source is not None, "use LocalTwin as a context manager"
+        self._stop_polling.clear()
+        self._poller = threading.Thread(target=self._poll_loop, args=(wait_seconds,), name="sqs-poller", daemon=True)
+        self._poller.start()
+
+    def stop_polling(self) -> None:
+        self._stop_polling.set()
+        if self._poller is not None:
+            self._poller.join(timeout=30)
+            self._poller = None
+
+    def _poll_loop(self, wait_seconds: int) -> None:
+        assert self.source is not None
+        while not self._stop_polling.is_set():
+            try:
+                report = self.source.poll_once(wait_seconds=wait_seconds)
+            except Exception:  # moto going away at shutdown, or a transient local error: keep serving
+                if self._stop_polling.is_set():
+                    return
+                log.exception("polling the inbox queue failed; retrying in 1 s")
+                self._stop_polling.wait(1.0)
+                continue
+            if report.received:
+                with self._live_lock:
+                    self.live.add(report)
+                log.info(
+                    "batch of %d: %d routed, %d returned to the queue", report.received, report.succeeded, report.failed
+                )
+                if report.failed:
+                    self._stop_polling.wait(max(0.2, float(self.retry_delay_seconds)))
+
+    def _router_stdout(self) -> contextlib.AbstractContextManager[Any]:
+        """EMF metric lines go to stdout on Lambda; keep them out of a quiet twin's output."""
+        return contextlib.redirect_stdout(io.StringIO()) if self.quiet_router else contextlib.nullcontext()
+
+    def snapshot(self) -> Snapshot:
+        assert self.stack is not None
+        s3, sqs = self.client("s3"), self.client("sqs")
+        dlq_messages = sqs.receive_message(
+            QueueUrl=self.stack.dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=0
+        ).get("Messages", [])
+        return Snapshot(
+            inbox=_keys(s3, self.names.inbox_bucket),
+            sorted=_keys(s3, self.names.sorted_bucket),
+            items=scan_items(self.client("dynamodb"), self.names.results_table),
+            queue_depth=_depth(sqs, self.stack.queue_url),
+            dlq_depth=_depth(sqs, self.stack.dlq_url),
+            dlq_bodies=[m["Body"] for m in dlq_messages],
+        )
+
+    def exports(self) -> dict[str, str]:
+        """What a shell needs so that ``aws`` and ``breedfilter`` commands reach this twin."""
+        assert self.endpoint is not None, "use LocalTwin as a context manager"
+        return {
+            **aws_environment(self.aws.url, self.endpoint.url),
+            "RESULTS_TABLE": self.names.results_table,
+            "INBOX_BUCKET": self.names.inbox_bucket,
+            "SORTED_BUCKET": self.names.sorted_bucket,
+            "ENDPOINT_NAME": self.names.endpoint_name,
+        }
+
+
+def _keys(s3: Any, bucket: str) -> list[str]:
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return sorted(obj["Key"] for page in pages for obj in page.get("Contents", []))
+
+
+def _depth(sqs: Any, url: str) -> int:
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
