@@ -6,7 +6,7 @@
   endpoint is a ``ValidationError``, and ``Throttled`` becomes a 429 ``ThrottlingException``.
 Point boto3 at it with ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=http://127.0.0.1:PORT``.
 
-    python -m breedfilter.endpoint_server --port 8080     # serves the stand-in colour model
+    python -m breedfilter.endpoint_server --port 8080 --model out/train/model.tar.gz
 """
 
 from __future__ import annotations
@@ -174,13 +174,21 @@ def _handler_for(server: EndpointServer) -> type[BaseHTTPRequestHandler]:
 
 
 def main() -> None:
-    from breedfilter.stand_in_model import ColourModel
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--endpoint-name", default="breedfilter-classifier")
+    parser.add_argument("--model", help="model.tar.gz or its dir, served through training/inference.py")
     args = parser.parse_args()
-    server = EndpointServer(ColourModel(), args.endpoint_name, port=args.port)
+    if args.model:
+        from breedfilter.artifact_model import ArtifactModel
+
+        predictor: Predictor = ArtifactModel(args.model)
+    else:
+        from breedfilter.stand_in_model import ColourModel
+
+        print("no --model: serving the stand-in colour model (red/green/blue)", flush=True)
+        predictor = ColourModel()
+    server = EndpointServer(predictor, args.endpoint_name, port=args.port)
     print(f"serving {args.endpoint_name} at {server.url} (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()

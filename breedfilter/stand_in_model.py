@@ -1,9 +1,9 @@
-"""A stand-in model for the endpoint until a trained artifact is served: it names an image's dominant colour.
+"""A stand-in model for the router's tests: it names an image's dominant colour (red, green or blue).
 
-It decodes with Pillow exactly as a real model must (bad bytes and truncated files are a 4xx), so the router,
-the endpoint contract and the tests exercise real decoding; only the "classifier" is trivial. The demo's
-generated images are coloured so that its accuracy figure means something. Issue "local twin" replaces it
-with ``training/inference.py`` serving a trained ``model.tar.gz``.
+It decodes with Pillow exactly as a real model must (bad bytes and truncated files are a 4xx), so the router's
+tests exercise real decoding in milliseconds and without torch; only the "classifier" is trivial. The demo,
+``breedfilter local up`` and the end-to-end tests serve a trained ``model.tar.gz`` through
+``training/inference.py`` instead (``breedfilter.artifact_model``).
 
     python -m breedfilter.stand_in_model IMAGE...     # prints each image's prediction
 """
