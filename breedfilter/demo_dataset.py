@@ -1,10 +1,14 @@
 """A labelled image set the offline demo generates itself: circles, squares and triangles, as an ImageFolder tree.
 
-The shape is the label; nothing else is. Every image draws its foreground and background colours at random (with
-enough contrast to see the shape), its size, position and (for squares and triangles) rotation, then adds a few
-distractor dots, a little blur and pixel noise, so a classifier has to learn the shape and not the colours. The same
-seed always writes the same files (each image has its own random stream, so changing the counts of one split leaves
-the images of the others as they were).
+The shape is the label; nothing else is. Every image draws its colours at random (a darker shape on a lighter
+background: every channel of the shape at least ``MIN_CHANNEL_GAP`` below the background's, so the contrast is the
+same kind in every image while the hues say nothing about the class), its size, position and (for squares and
+triangles) rotation, then adds a few distractor dots, a little blur and pixel noise: a classifier has to learn the
+shape, not the colours. The same seed always writes the same files (each image has its own random stream, so changing
+the counts of one split leaves the images of the others as they were).
+
+The default counts (1,000 training images per class) let ``training/train.py`` train a small network from scratch
+to about 99% test accuracy in about a minute on two CPU cores; fewer images make it memorise colours instead.
 
     python -m breedfilter.demo_dataset OUT_DIR                      # OUT_DIR/{train,valid,test}/<class>/<nnn>.jpg
     python -m breedfilter.demo_dataset OUT_DIR --train 200 --seed 1
@@ -26,12 +30,12 @@ from PIL import Image, ImageDraw, ImageFilter
 
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle")
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
-DEFAULT_COUNTS: dict[str, int] = {"train": 240, "valid": 40, "test": 60}
+DEFAULT_COUNTS: dict[str, int] = {"train": 1000, "valid": 100, "test": 100}
 """Images per class in each split."""
 JPEG_QUALITY = 90
-MIN_CONTRAST = 90.0
-"""Least difference in luma (0..255) between the shape and the background."""
-_SUPERSAMPLE = 3  # shapes are drawn at 3x and scaled down: antialiased edges
+MIN_CHANNEL_GAP = 100
+"""Each of the shape's R, G, B values is at least this much below the background's."""
+_SUPERSAMPLE = 3  # shapes are drawn at 3x and scaled down (box filter): antialiased edges
 # Circumradius factors that give each shape about the area of a square (2 r^2): circle pi r^2, triangle 1.3 r^2.
 _AREA_SCALE: dict[str, float] = {"circle": 0.8, "square": 1.0, "triangle": 1.24}
 
@@ -70,7 +74,7 @@ def draw(label: str, rng: random.Random, size: int = 96) -> Image.Image:
         ]
         canvas.polygon(points, fill=foreground)
 
-    image = image.resize((size, size), Image.Resampling.LANCZOS)
+    image = image.reduce(_SUPERSAMPLE)
     blur = rng.uniform(0.0, 1.0)
     if blur > 0.3:
         image = image.filter(ImageFilter.GaussianBlur(blur))
@@ -107,17 +111,18 @@ def generate(
 
 
 def _colours(rng: random.Random) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
-    """(background, foreground): independent random colours whose luma differs by at least MIN_CONTRAST."""
-    while True:
-        background = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
-        foreground = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
-        if abs(_luma(background) - _luma(foreground)) >= MIN_CONTRAST:
-            return background, foreground
+    """(background, foreground): a random light colour and a random darker one, MIN_CHANNEL_GAP below in each channel.
 
-
-def _luma(colour: tuple[int, int, int]) -> float:
-    red, green, blue = colour
-    return 0.299 * red + 0.587 * green + 0.114 * blue
+    Independent random colours (a red shape on green here, a blue one on yellow there) are as fair, but a small
+    network from scratch then needs many times the images and epochs before it stops memorising colours.
+    """
+    background = (rng.randint(150, 255), rng.randint(150, 255), rng.randint(150, 255))
+    foreground = (
+        rng.randint(0, background[0] - MIN_CHANNEL_GAP),
+        rng.randint(0, background[1] - MIN_CHANNEL_GAP),
+        rng.randint(0, background[2] - MIN_CHANNEL_GAP),
+    )
+    return background, foreground
 
 
 def _distractor_dots(

@@ -12,8 +12,10 @@ Point boto3 at it with ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=http://127.0.0.1:POR
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
+import socket
 import threading
 from collections.abc import Callable
 from http import HTTPStatus
@@ -59,6 +61,8 @@ class EndpointServer:
         self._httpd.daemon_threads = True
         self._httpd.block_on_close = False
         self._thread: threading.Thread | None = None
+        self._connections: set[socket.socket] = set()  # keep-alive connections, closed by stop()
+        self._connections_lock = threading.Lock()
 
     @property
     def url(self) -> str:
@@ -77,6 +81,10 @@ class EndpointServer:
     def stop(self) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+        with self._connections_lock:  # idle keep-alive clients would hold their handler threads open
+            for connection in self._connections:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
         if self._thread:
             self._thread.join(timeout=5)
 
@@ -107,6 +115,17 @@ def _handler_for(server: EndpointServer) -> type[BaseHTTPRequestHandler]:
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet: tests and the demo print summaries
             return
+
+        def setup(self) -> None:
+            super().setup()
+            with server._connections_lock:
+                server._connections.add(self.connection)
+
+        def finish(self) -> None:
+            with server._connections_lock:
+                server._connections.discard(self.connection)
+            with contextlib.suppress(OSError):
+                super().finish()
 
         def do_GET(self) -> None:
             if self.path == "/ping":

@@ -141,7 +141,9 @@ class LocalTwin:
             with contextlib.suppress(Exception):
                 self._started.pop().stop()
         if self._saved_log_level is not None:
-            sys.modules["app"].logger.setLevel(self._saved_log_level)
+            app = sys.modules["app"]
+            app.logger.setLevel(self._saved_log_level)
+            app.router_for.cache_clear()  # its clients point at the stopped servers
             self._saved_log_level = None
         if self._saved_environ is not None:
             os.environ.clear()

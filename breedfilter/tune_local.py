@@ -235,7 +235,7 @@ class Tuner:
         for process in list(self.children):
             stop_group(process)
 
-    def requeststop_group(self, signum: int, frame: Any) -> None:
+    def request_stop(self, signum: int, frame: Any) -> None:
         """Signal handler (Ctrl-C, SIGTERM, SIGHUP): end the running trials' processes and start no new trial.
         Nothing is raised here, so no SQLite transaction of the study is cut in half; the trial code sees its
         process end and marks the trial interrupted. A second signal stops at once."""
@@ -510,7 +510,7 @@ def tune(args: argparse.Namespace, train_args: list[str], space: search_space.Se
     if remaining:
         try:
             tuner.study = study
-            with _signalsstop_group(tuner):
+            with _signals_stop(tuner):
                 study.optimize(
                     tuner.objective, n_trials=remaining, timeout=args.timeout, n_jobs=args.jobs, catch=(TrialError,)
                 )
@@ -521,7 +521,7 @@ def tune(args: argparse.Namespace, train_args: list[str], space: search_space.Se
 
 
 @contextlib.contextmanager
-def _signalsstop_group(tuner: Tuner) -> Iterator[None]:
+def _signals_stop(tuner: Tuner) -> Iterator[None]:
     """Ctrl-C, SIGTERM and SIGHUP (a closed terminal) stop the study cleanly: see Tuner.request_stop."""
     if threading.current_thread() is not threading.main_thread():
         yield

@@ -7,6 +7,7 @@ end empty and the dead-letter queue holds exactly the poison message.
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import random
@@ -100,7 +101,7 @@ def test_mixed_batch_with_faults_ends_in_exactly_one_place_each(served, monkeypa
 
 
 def test_twin_stops_everything_and_gives_the_environment_back(served):
-    before = dict(os.environ)
+    before, threads = dict(os.environ), set(threading.enumerate())
     with LocalTwin(served) as twin:
         ports = [int(url.rsplit(":", 1)[1]) for url in (twin.aws.url, twin.endpoint.url)]
         assert os.environ["AWS_ENDPOINT_URL"] == twin.aws.url
@@ -116,4 +117,7 @@ def test_twin_stops_everything_and_gives_the_environment_back(served):
     for port in ports:
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still answers"
-    assert not [t.name for t in threading.enumerate() if t.name in ("sqs-poller", "endpoint-server")]
+    gc.collect()  # the clients' pooled keep-alive connections close, so their server threads can end
+    for thread in set(threading.enumerate()) - threads:
+        thread.join(timeout=30)
+    assert [t.name for t in set(threading.enumerate()) - threads] == []  # poller, endpoint, moto: all ended
