@@ -7,11 +7,16 @@ triangles) rotation, then adds a few distractor dots, a little blur and pixel no
 shape, not the colours. The same seed always writes the same files (each image has its own random stream, so changing
 the counts of one split leaves the images of the others as they were).
 
-The default counts (1,000 training images per class) let ``training/train.py`` train a small network from scratch
-to about 99% test accuracy in about a minute on two CPU cores; fewer images make it memorise colours instead.
-
     python -m breedfilter.demo_dataset OUT_DIR                      # OUT_DIR/{train,valid,test}/<class>/<nnn>.jpg
     python -m breedfilter.demo_dataset OUT_DIR --train 200 --seed 1
+
+The default counts (1,000 training images per class; 100 valid, 100 test) take about 4 s to write and let
+``training/train.py`` train a small network from scratch to 99-100% test accuracy in about 40 s on two CPU cores
+(with fewer images, or fully independent colours, it memorises colours instead):
+
+    python training/train.py --data OUT_DIR --model timm/test_efficientnet --weights none --image-size 64 \
+        --recipe finetune --unfreeze-epoch 0 --backbone-lr-ratio 1 --lr 3e-3 --augment none --epochs 3 \
+        --early-stopping-patience 0 --num-workers 0
 
 Only Pillow and the standard library: no downloads, no numpy.
 """
@@ -47,8 +52,7 @@ def draw(label: str, rng: random.Random, size: int = 96) -> Image.Image:
     """
     if label not in CLASSES:
         raise ValueError(f"unknown label {label!r}: one of {', '.join(CLASSES)}")
-    if size < 16:
-        raise ValueError(f"size must be at least 16 pixels, not {size}")
+    _check_size(size)
     background, foreground = _colours(rng)
     big = size * _SUPERSAMPLE
     image = Image.new("RGB", (big, big), background)
@@ -99,6 +103,7 @@ def generate(
     for split, count in counts.items():
         if count < 0:
             raise ValueError(f"{split} count must be >= 0, not {count}")
+    _check_size(size)
     for split, count in counts.items():
         for label in CLASSES:
             folder = root / split / label
@@ -108,6 +113,11 @@ def generate(
                 rng = random.Random(f"{seed}/{split}/{label}/{i}")  # noqa: S311 (pictures, not secrets)
                 draw(label, rng, size).save(folder / f"{i:0{width}d}.jpg", "JPEG", quality=JPEG_QUALITY)
     return root
+
+
+def _check_size(size: int) -> None:
+    if size < 16:
+        raise ValueError(f"size must be at least 16 pixels, not {size}")
 
 
 def _colours(rng: random.Random) -> tuple[tuple[int, int, int], tuple[int, int, int]]:

@@ -32,27 +32,17 @@ from breedfilter.template import REPO_ROOT
 
 CACHE_DIR = REPO_ROOT / "out" / "demo" / "models"
 GENERATED_DIR = REPO_ROOT / "out" / "demo" / "shapes"
-GENERATED_COUNTS = {"train": 100, "valid": 20, "test": 20}  # images per class
+GENERATED_COUNTS = {"train": 1000, "valid": 100, "test": 100}  # images per class: 3,600 JPEGs, ~4 s
 
-# From scratch (no download offline): a small network at a small size learns the shapes in about a minute
-# on two CPU cores. Flags given by the user come after these, so they win (argparse: the last one counts).
+# From scratch (no download offline): a tiny EfficientNet (timm's test_efficientnet) at 64 px, the whole
+# network training from the first step, learns the generated shapes in 3 epochs, about 40 s on two CPU
+# cores (99.3-100% test accuracy over 4 dataset seeds). Random crops would cut the shape out of the
+# picture, so no augmentation. Flags given by the user come after these and win (argparse: the last counts).
 QUICK_FLAGS = (
-    "--model",
-    "resnet18",
-    "--weights",
-    "none",
-    "--image-size",
-    "64",
-    "--recipe",
-    "naive",
-    "--epochs",
-    "8",
-    "--batch-size",
-    "32",
-    "--num-workers",
-    "1",
-    "--tensorboard-dir",
-    "none",
+    *("--model", "timm/test_efficientnet", "--weights", "none", "--image-size", "64"),
+    *("--recipe", "finetune", "--unfreeze-epoch", "0", "--backbone-lr-ratio", "1", "--lr", "3e-3"),
+    *("--augment", "none", "--epochs", "3", "--early-stopping-patience", "0"),
+    *("--num-workers", "0", "--tensorboard-dir", "none"),
 )
 OWN_FLAGS = frozenset({"data", "train", "valid", "test", "model_dir", "output_data_dir", "checkpoint_dir", "package"})
 
