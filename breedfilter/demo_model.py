@@ -38,12 +38,14 @@ GENERATED_COUNTS = {"train": 1000, "valid": 100, "test": 100}  # images per clas
 # network training from the first step, learns the generated shapes in 3 epochs, about 40 s on two CPU
 # cores (99.3-100% test accuracy over 4 dataset seeds). Random crops would cut the shape out of the
 # picture, so no augmentation. Flags given by the user come after these and win (argparse: the last counts).
-QUICK_FLAGS = (
+SHAPES_FLAGS = (
     *("--model", "timm/test_efficientnet", "--weights", "none", "--image-size", "64"),
     *("--recipe", "finetune", "--unfreeze-epoch", "0", "--backbone-lr-ratio", "1", "--lr", "3e-3"),
     *("--augment", "none", "--epochs", "3", "--early-stopping-patience", "0"),
     *("--num-workers", "0", "--tensorboard-dir", "none"),
 )
+# Your --data: a small ImageNet-pretrained network fine-tuned briefly (offline, add --weights FILE or none).
+DATA_FLAGS = ("--model", "resnet18", "--epochs", "3", "--num-workers", "1", "--tensorboard-dir", "none")
 OWN_FLAGS = frozenset({"data", "train", "valid", "test", "model_dir", "output_data_dir", "checkpoint_dir", "package"})
 
 
@@ -70,6 +72,7 @@ def obtain(
     """The artifact to serve: ``model`` if given (a path or an S3 URI), else trained (or cached) on ``data``."""
     if model:
         return DemoModel(_given(model, echo), f"given: {model}", data, None)
+    base = DATA_FLAGS if data else SHAPES_FLAGS
     if data is None:
         data = generated_dataset()
         where = f"{len(demo_dataset.CLASSES)} generated shapes ({', '.join(demo_dataset.CLASSES)}) in {_short(data)}"
@@ -78,7 +81,7 @@ def obtain(
         if not data.is_dir():
             raise ModelError(f"--data {data}: no such directory (an ImageFolder dataset: train/ valid/ test/)")
         where = _short(data)
-    flags = check_train_flags(train_flags)
+    flags = check_train_flags(train_flags, base)
     key = cache_key(flags, data)
     cached = CACHE_DIR / key
     if retrain and cached.exists():
@@ -111,8 +114,8 @@ def generated_dataset() -> Path:
     return GENERATED_DIR
 
 
-def check_train_flags(tokens: Sequence[str]) -> list[str]:
-    """QUICK_FLAGS followed by the user's, checked by train.py's own parser; the demo's own paths refused."""
+def check_train_flags(tokens: Sequence[str], base: Sequence[str] = SHAPES_FLAGS) -> list[str]:
+    """``base`` followed by the user's flags, checked by train.py's own parser; the demo's own paths refused."""
     try:
         given = given_train_flags(tokens)
     except SearchSpaceError as exc:
@@ -121,7 +124,7 @@ def check_train_flags(tokens: Sequence[str]) -> list[str]:
     if refused:
         names = ", ".join("--" + name.replace("_", "-") for name in refused)
         raise ModelError(f"{names}: the demo sets this itself (the dataset is --data DIR)")
-    return [*QUICK_FLAGS, *tokens]
+    return [*base, *tokens]
 
 
 def cache_key(flags: Sequence[str], data: Path) -> str:

@@ -123,3 +123,18 @@ def test_failed_training_says_why_and_caches_nothing(demo_dirs):
     ):
         demo_model.obtain(None, None, ["--model", "no_such_net"])
     assert not list((demo_dirs / "models").glob("*/model.tar.gz"))
+
+
+def test_your_data_trains_with_your_flags_on_top_of_the_quick_ones(demo_dirs, tmp_path):
+    from tests.image_datasets import make_dataset
+
+    data = make_dataset(tmp_path / "mine", {"train": 6, "valid": 3, "test": 3}, size=40)
+    model = demo_model.obtain(None, data, [*TINY_TRAINING, "--weights", "none"], echo=lambda *_: None)
+    assert model.data == data.resolve() and model.path.name == "model.tar.gz"
+    assert model.metrics["model"] == "timm/test_efficientnet"  # the user's --model won over resnet18
+    assert model.metrics["hyperparameters"]["epochs"] == 1
+    assert model.metrics["labels"] == ["Red_Thing", "Green_Thing", "Blue_Thing"]
+    objects = demo.labelled_images(data, per_label=2)
+    assert sorted({o.label for o in objects}) == ["Blue_Thing", "Green_Thing", "Red_Thing"] and len(objects) == 6
+    held_out = {p.read_bytes() for p in (data / "test").rglob("*.jpg")}
+    assert all(o.body in held_out for o in objects)  # images the model never trained on
