@@ -73,8 +73,15 @@ def test_demo_trains_serves_routes_everything_once_and_cleans_up(demo_dirs, monk
     assert len(copies) == summary["objects"]
     assert (out / "sorted" / "rejected" / "uploads" / "notes.jpg").exists()
     printed = capsys.readouterr().out
-    for line in ("model: timm/test_efficientnet trained on 3 generated shapes", "trained just now", "accuracy against the known labels",
-                 "exactly one sorted copy", "all local servers stopped", "breedfilter local up"):  # fmt: skip
+    expected = (
+        "model: timm/test_efficientnet trained on 3 generated shapes",
+        "trained just now",
+        "accuracy against the known labels",
+        "exactly one sorted copy",
+        "all local servers stopped",
+        "breedfilter local up",
+    )
+    for line in expected:
         assert line in printed, line
     assert '{"_aws"' not in printed and '"level":"INFO"' not in printed  # CloudWatch's lines stay out
     assert "  epoch 1: train accuracy" in printed  # train.py's progress, one line per epoch
