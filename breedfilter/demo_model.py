@@ -19,7 +19,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,7 +156,6 @@ def train(flags: Sequence[str], data: Path, target: Path, echo: Any = print) -> 
         "--checkpoint-dir",
         str(partial / "checkpoints"),
     ]
-    started = time.monotonic()
     with log_path.open("w", encoding="utf-8") as log:
         process = subprocess.Popen(
             command,
@@ -186,7 +184,6 @@ def train(flags: Sequence[str], data: Path, target: Path, echo: Any = print) -> 
     shutil.rmtree(partial / "checkpoints", ignore_errors=True)
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
-    echo(f"  trained in {time.monotonic() - started:.0f} s")
 
 
 _TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ")

@@ -145,3 +145,23 @@ def test_your_data_trains_with_your_flags_on_top_of_the_quick_ones(demo_dirs, tm
     assert sorted({o.label for o in objects}) == ["Blue_Thing", "Green_Thing", "Red_Thing"] and len(objects) == 6
     held_out = {p.read_bytes() for p in (data / "test").rglob("*.jpg")}
     assert all(o.body in held_out for o in objects)  # images the model never trained on
+
+
+def test_an_s3_model_is_downloaded_once_and_a_missing_one_is_a_clear_error(
+    demo_dirs, trained_artifact, local_aws, monkeypatch
+):
+    local_aws.reset()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", local_aws.url)  # moto stands in for your account's S3
+    s3 = local_aws.client("s3")
+    s3.create_bucket(Bucket="models")
+    s3.upload_file(str(trained_artifact), "models", "jobs/j1/output/model.tar.gz")
+
+    model = demo_model.obtain("s3://models/jobs/j1/output/model.tar.gz", echo=lambda *_: None)
+    assert model.path.read_bytes() == trained_artifact.read_bytes() and model.metrics is None
+    s3.delete_object(Bucket="models", Key="jobs/j1/output/model.tar.gz")
+    assert demo_model.obtain("s3://models/jobs/j1/output/model.tar.gz").path == model.path  # cached
+
+    with pytest.raises(demo_model.ModelError, match=r"s3://models/nope/model.tar.gz: .*(404|Not Found)"):
+        demo_model.obtain("s3://models/nope/model.tar.gz", echo=lambda *_: None)
+    with pytest.raises(demo_model.ModelError, match="expected s3://bucket/key"):
+        demo_model.obtain("s3://models", echo=lambda *_: None)
