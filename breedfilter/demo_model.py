@@ -86,7 +86,8 @@ def obtain(
     if retrain and cached.exists():
         shutil.rmtree(cached)
     if not (cached / "model.tar.gz").is_file():
-        echo(f"training a model on {where} with training/train.py (about a minute on CPU; cached afterwards)")
+        expected = "about a minute on CPU" if base is SHAPES_FLAGS else "its time depends on your data and flags"
+        echo(f"training a model on {where} with training/train.py ({expected}; cached afterwards)")
         train(flags, data, cached, echo)
         status = "trained just now"
     else:
