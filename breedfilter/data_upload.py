@@ -49,6 +49,7 @@ from botocore.exceptions import (
 )
 from s3transfer.utils import ChunksizeAdjuster
 
+from breedfilter.arguments import positive_int
 from breedfilter.aws_hints import CREDENTIALS_HINT, NO_CREDENTIALS
 
 DEFAULT_WORKERS = 8
@@ -568,16 +569,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     parser.add_argument("--dry-run", action="store_true", help="list what would be uploaded; upload nothing")
     return parser
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

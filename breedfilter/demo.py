@@ -28,7 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from breedfilter import demo_model
+from breedfilter.arguments import positive_int, split_train_flags
 from breedfilter.artifact_model import ArtifactModel, training_module
+from breedfilter.demo_model import short_path
 from breedfilter.local_twin import LocalTwin, Snapshot
 from breedfilter.template import REPO_ROOT
 
@@ -229,22 +231,16 @@ def print_summary(summary: dict[str, Any], twin: LocalTwin) -> None:
         f"where things went: s3://{names.sorted_bucket}/<label>/, review/, rejected/ ; "
         f"decisions in DynamoDB table {names.results_table}"
     )
-    print(f"  copied out before the twin stopped: {_short(OUT_DIR / 'sorted')}/ and {_short(OUT_DIR / 'results.json')}")
+    copied = f"{short_path(OUT_DIR / 'sorted')}/ and {short_path(OUT_DIR / 'results.json')}"
+    print(f"  copied out before the twin stopped: {copied}")
     print("query further:")
     print("  .venv/bin/breedfilter local up          # keep the twin running; it prints what to export, then:")
     print("  aws s3 cp photo.jpg s3://breedfilter-inbox-local/   # routes live (or boto3 with the exports)")
     print("  .venv/bin/breedfilter results --counts  # or --status REVIEW, --label LABEL, --format csv")
-    print(f"  .venv/bin/breedfilter predict IMAGE... --model {_short(Path(summary['model_path']))}")
+    print(f"  .venv/bin/breedfilter predict IMAGE... --model {short_path(Path(summary['model_path']))}")
     training = f" (training {summary['training_seconds']:.0f} s)" if summary.get("training_seconds") else ""
     print(f"demo wall time: {summary['wall_seconds']:.0f} s{training}; all local servers stopped.")
     print("next: `make test` runs every test; README.md has the cloud path (sam build / sam deploy).")
-
-
-def _short(path: Path) -> str:
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -256,22 +252,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--model", help="model.tar.gz (or its dir, or s3://…) to serve instead of training one")
     parser.add_argument("--data", type=Path, help="ImageFolder dataset to train on and take test images from")
-    parser.add_argument("--per-label", type=_positive, default=8, help="held-out images per label (default 8)")
+    parser.add_argument("--per-label", type=positive_int, default=8, help="held-out images per label (default 8)")
     parser.add_argument("--retrain", action="store_true", help="train even if a cached model matches")
     parser.add_argument("--verbose", action="store_true", help="show the router's JSON logs and EMF metrics")
     return parser
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    own, train_flags = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+    own, train_flags = split_train_flags(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(own)
     try:

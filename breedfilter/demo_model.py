@@ -74,12 +74,14 @@ def obtain(
     base = DATA_FLAGS if data else SHAPES_FLAGS
     if data is None:
         data = generated_dataset()
-        where = f"{len(demo_dataset.CLASSES)} generated shapes ({', '.join(demo_dataset.CLASSES)}) in {_short(data)}"
+        where = (
+            f"{len(demo_dataset.CLASSES)} generated shapes ({', '.join(demo_dataset.CLASSES)}) in {short_path(data)}"
+        )
     else:
         data = data.resolve()
         if not data.is_dir():
             raise ModelError(f"--data {data}: no such directory (an ImageFolder dataset: train/ valid/ test/)")
-        where = _short(data)
+        where = short_path(data)
     flags = check_train_flags(train_flags, base)
     key = cache_key(flags, data)
     cached = CACHE_DIR / key
@@ -97,7 +99,7 @@ def obtain(
     accuracy = f", test accuracy {test['accuracy']:.1%} on {test['count']} images" if test else ""
     origin = (
         f"{metrics['model']} trained on {where} in {metrics['wall_seconds']:.0f} s{accuracy}; {status}: "
-        f"{_short(cached / 'model.tar.gz')}"
+        f"{short_path(cached / 'model.tar.gz')}"
     )
     return DemoModel(cached / "model.tar.gz", origin, data, metrics)
 
@@ -181,7 +183,9 @@ def train(flags: Sequence[str], data: Path, target: Path, echo: Any = print) -> 
             raise
     if code != 0:
         tail = "".join(log_path.read_text(encoding="utf-8").splitlines(keepends=True)[-15:])
-        raise ModelError(f"training failed: train.py {exit_text(code)}; the last lines of {_short(log_path)}:\n{tail}")
+        raise ModelError(
+            f"training failed: train.py {exit_text(code)}; the last lines of {short_path(log_path)}:\n{tail}"
+        )
     shutil.rmtree(partial / "checkpoints", ignore_errors=True)
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
@@ -239,7 +243,7 @@ def _download(uri: str, echo: Any) -> Path:
     return target
 
 
-def _short(path: Path) -> str:
+def short_path(path: Path) -> str:
     try:
         return str(path.relative_to(Path.cwd()))
     except ValueError:

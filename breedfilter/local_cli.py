@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from breedfilter.arguments import split_train_flags
 from breedfilter.template import REPO_ROOT
 
 START_TIMEOUT_SECONDS = 120.0
@@ -246,6 +247,8 @@ def status(args: argparse.Namespace) -> int:
         return 1
     import boto3
 
+    from breedfilter.local_aws import StackNames
+
     exports = state["exports"]
     session = boto3.Session(
         aws_access_key_id=exports["AWS_ACCESS_KEY_ID"],
@@ -258,7 +261,8 @@ def status(args: argparse.Namespace) -> int:
     inbox = s3.list_objects_v2(Bucket=exports["INBOX_BUCKET"]).get("KeyCount", 0)
     sorted_count = s3.list_objects_v2(Bucket=exports["SORTED_BUCKET"]).get("KeyCount", 0)
     depths = {}
-    for name in ("breedfilter-inbox", "breedfilter-inbox-dlq"):
+    names = StackNames()
+    for name in (names.inbox_queue, names.dead_letter_queue):
         url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
         attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
         depths[name] = attributes["Attributes"]["ApproximateNumberOfMessages"]
@@ -267,7 +271,7 @@ def status(args: argparse.Namespace) -> int:
     print(f"  AWS (moto) {exports['AWS_ENDPOINT_URL']}, endpoint {exports['AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME']}")
     print(
         f"  inbox {inbox} objects, sorted {sorted_count} objects, results {items} items, "
-        f"queue {depths['breedfilter-inbox']} messages, dead-letter queue {depths['breedfilter-inbox-dlq']}"
+        f"queue {depths[names.inbox_queue]} messages, dead-letter queue {depths[names.dead_letter_queue]}"
     )
     print(f"  log: {state['log']}")
     return 0
@@ -300,8 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    own, train_flags = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+    own, train_flags = split_train_flags(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(own)
     args.state_dir = (
         args.state_dir or Path(os.environ.get("BREEDFILTER_LOCAL_DIR") or REPO_ROOT / "out" / "local")

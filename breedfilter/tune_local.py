@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from breedfilter import metrics, search_space, tuning_report
+from breedfilter.arguments import positive_int
 from breedfilter.processes import exit_text, stop_group
 from breedfilter.template import REPO_ROOT
 
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "out" / "tune", help="studies live under here")
     parser.add_argument("--space", type=Path, default=search_space.DEFAULT_PATH, help="search space file")
     parser.add_argument("--mode", choices=["subprocess", "inprocess"], default="subprocess")
-    parser.add_argument("--jobs", type=_positive, default=1, help="trials at once (subprocess mode; cores split)")
+    parser.add_argument("--jobs", type=positive_int, default=1, help="trials at once (subprocess mode; cores split)")
     parser.add_argument("--pruner", choices=["median", "none"], default="median")
     parser.add_argument("--prune-startup-trials", type=int, default=2, help="trials finished before pruning starts")
     parser.add_argument("--prune-warmup-epochs", type=int, default=0, help="never prune before this epoch")
@@ -66,13 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--enqueue", action="append", default=[], metavar="JSON|FILE", help="run these flags first (repeatable)"
     )
     return parser
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
 
 
 # -- trial runners ----------------------------------------------------------------------------------------

@@ -111,7 +111,7 @@ def test_demo_serves_a_given_artifact_without_training(demo_dirs, trained_artifa
         (["--data", "/nonexistent/dogs"], "no such directory"),
         (["--", "--epochs", "abc"], "invalid positive_int value"),
         (["--", "--model-dir", "/tmp/x"], "the demo sets this itself"),
-        (["--per-label", "0"], "not a positive number"),
+        (["--per-label", "0"], "must be at least 1, got 0"),
     ],
 )
 def test_bad_demo_input_fails_at_once_with_a_reason(demo_dirs, argv, message, capsys):
