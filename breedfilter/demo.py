@@ -104,7 +104,7 @@ def run(args: argparse.Namespace, train_flags: list[str]) -> dict[str, Any]:
         summary["labels_match"] = known <= model_labels
         export(twin, summary["snapshot"])
     summary["wall_seconds"] = round(time.monotonic() - started, 1)
-    summary["training_seconds"] = (model.metrics or {}).get("wall_seconds") if "just now" in model.origin else None
+    summary["training_seconds"] = model.metrics["wall_seconds"] if model.trained_now and model.metrics else None
     summary["model_path"] = str(model.path)
     print_summary(summary, twin)
     return summary

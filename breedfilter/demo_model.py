@@ -58,6 +58,7 @@ class DemoModel:
     origin: str  # one line for the summary: where it came from
     data: Path | None  # the labelled dataset it was trained on (its test split has known labels), if any
     metrics: dict[str, Any] | None  # train.py's metrics.json, when trained here
+    trained_now: bool = False  # trained by this call (not from the cache)
 
 
 def obtain(
@@ -87,7 +88,8 @@ def obtain(
     cached = CACHE_DIR / key
     if retrain and cached.exists():
         shutil.rmtree(cached)
-    if not (cached / "model.tar.gz").is_file():
+    trained_now = not (cached / "model.tar.gz").is_file()
+    if trained_now:
         expected = "about a minute on CPU" if base is SHAPES_FLAGS else "its time depends on your data and flags"
         echo(f"training a model on {where} with training/train.py ({expected}; cached afterwards)")
         train(flags, data, cached, echo)
@@ -101,7 +103,7 @@ def obtain(
         f"{metrics['model']} trained on {where} in {metrics['wall_seconds']:.0f} s{accuracy}; {status}: "
         f"{short_path(cached / 'model.tar.gz')}"
     )
-    return DemoModel(cached / "model.tar.gz", origin, data, metrics)
+    return DemoModel(cached / "model.tar.gz", origin, data, metrics, trained_now)
 
 
 def generated_dataset() -> Path:
