@@ -121,3 +121,24 @@ def test_twin_stops_everything_and_gives_the_environment_back(served):
     for thread in set(threading.enumerate()) - threads:
         thread.join(timeout=30)
     assert [t.name for t in set(threading.enumerate()) - threads] == []  # poller, endpoint, moto: all ended
+
+
+def test_the_endpoint_answers_concurrent_requests_like_sequential_ones(served):
+    from concurrent.futures import ThreadPoolExecutor
+
+    import boto3
+
+    served.reset()
+    bodies = [jpeg(colour, seed=i) for i, colour in enumerate(list(COLOURS.values()) * 4)]
+    with LocalTwin(served) as twin:
+        runtime = boto3.client("sagemaker-runtime")  # the twin's environment points it at the local endpoint
+
+        def ask(body: bytes) -> str:
+            answer = runtime.invoke_endpoint(EndpointName=twin.names.endpoint_name, ContentType="image/jpeg", Body=body)
+            return answer["Body"].read().decode()
+
+        sequential = [ask(body) for body in bodies]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            concurrent = list(pool.map(ask, bodies))
+    assert concurrent == sequential
+    assert len(served.calls) == 2 * len(bodies)
