@@ -45,8 +45,10 @@ class StepInfo:
     global_step: int
     loss: float
     batch_size: int
-    data_seconds: float
-    compute_seconds: float
+    data_seconds: float  # waiting for the loader (and copying the batch to the device)
+    compute_seconds: float  # forward + backward + optimizer
+    forward_backward_seconds: float = 0.0
+    optimizer_seconds: float = 0.0  # optimizer step, scaler update, scheduler
 
 
 @dataclass
@@ -89,6 +91,7 @@ class Trainer:
     checkpoint_dir: Path
     identity: dict[str, Any]
     callbacks: list[Any] = field(default_factory=list)
+    sync_timing: bool = False  # synchronise CUDA inside each step so its timing split is exact (the profiler)
     log: Any = print
 
     def __post_init__(self) -> None:
@@ -253,6 +256,9 @@ class Trainer:
             if self.plan.grad_clip > 0:
                 self.scaler.unscale_(self.optimizer)
                 nn.utils.clip_grad_norm_(params, self.plan.grad_clip)
+            if self.sync_timing and self.device.type == "cuda":  # CUDA is asynchronous: exact split timings
+                torch.cuda.synchronize(self.device)
+            stepping = time.perf_counter()
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.last_lr = self.optimizer.param_groups[-1]["lr"]  # the head's rate this step used
@@ -262,8 +268,19 @@ class Trainer:
             loss_sum += loss.detach().double() * batch
             correct += (logits.detach().argmax(dim=1) == targets).sum()
             count += batch
+            step_loss = loss.item()  # waits for the device, so `finished` is honest without a sync
             finished = time.perf_counter()
-            info = StepInfo(epoch, step, self.global_step, loss.item(), batch, computing - waited, finished - computing)
+            info = StepInfo(
+                epoch,
+                step,
+                self.global_step,
+                step_loss,
+                batch,
+                computing - waited,
+                finished - computing,
+                stepping - computing,
+                finished - stepping,
+            )
             for callback in self.callbacks:
                 if getattr(callback, "on_step_end", None):
                     callback.on_step_end(self, info)
