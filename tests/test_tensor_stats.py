@@ -1,0 +1,79 @@
+"""The debugger's statistics on a real small network: gradient and weight norms, the update/weight ratio
+(checked against plain SGD's arithmetic), dead ReLUs, non-finite values, frozen layers skipped, sampling."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+import tensor_stats
+
+
+def network() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3), nn.Sigmoid())
+
+
+def train(model: nn.Module, stats: tensor_stats.TensorStats, steps: int, lr: float = 0.1) -> None:
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr)
+    stats.attach(model)
+    generator = torch.Generator().manual_seed(1)
+    for global_step in range(1, steps + 1):
+        x, y = torch.randn(32, 8, generator=generator), torch.randint(0, 3, (32,), generator=generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        step = SimpleNamespace(global_step=global_step, epoch=1, loss=loss.item())
+        stats.on_step_end(SimpleNamespace(model=model), step)
+    stats.detach()
+
+
+def test_norms_and_the_update_ratio_match_plain_sgd():
+    model = network()
+    stats = tensor_stats.TensorStats(interval=5)
+    train(model, stats, steps=10, lr=0.1)
+    assert [r["global_step"] for r in stats.records] == [1, 5, 10]
+    record = stats.records[-1]
+    assert set(record["params"]) == {f"{i}.{kind}" for i in (0, 2, 4) for kind in ("weight", "bias")}
+    for entry in record["params"].values():
+        # plain SGD: w_t - w_{t-1} = -lr * grad, so the update norm is lr x the gradient norm
+        previous = entry["weight_norm"]  # close enough to the norm before a small step for the bound below
+        assert entry["update_ratio"] == pytest.approx(0.1 * entry["grad_norm"] / previous, rel=0.05)
+        assert entry["grad_nonfinite"] == entry["weight_nonfinite"] == 0
+    assert set(record["activations"]) == {"1", "3", "5"}
+    assert 0 <= record["activations"]["1"]["zero_fraction"] <= 1
+    assert "saturated_fraction" in record["activations"]["5"]
+    assert record["loss"] > 0
+
+
+def test_dead_relu_non_finite_values_and_frozen_layers():
+    model = network()
+    with torch.no_grad():
+        model[2].bias.fill_(-100.0)  # the second ReLU never fires: dead
+    model[0].requires_grad_(False)  # a frozen layer: no hooks, no statistics, no failure
+    stats = tensor_stats.TensorStats(interval=1)
+    train(model, stats, steps=2)
+    record = stats.records[-1]
+    assert record["activations"]["3"]["zero_fraction"] == 1.0
+    assert not any(name.startswith("0.") for name in record["params"])
+    assert record["params"]["2.weight"]["grad_norm"] == 0.0  # no gradient flows through a dead ReLU
+
+    with torch.no_grad():
+        model[4].weight[0, 0] = float("nan")
+    stats = tensor_stats.TensorStats(interval=1)
+    train(model, stats, steps=1)
+    assert stats.records[0]["params"]["4.weight"]["weight_nonfinite"] >= 1
+    assert stats.records[0]["activations"]["5"]["nonfinite"] > 0
+
+
+def test_collections_can_be_narrowed():
+    model = network()
+    stats = tensor_stats.TensorStats(interval=1, collections=frozenset({"gradients"}))
+    train(model, stats, steps=1)
+    record = stats.records[0]
+    assert record["activations"] == {} and "loss" not in record
+    assert all(set(entry) == {"grad_norm", "grad_nonfinite"} for entry in record["params"].values())

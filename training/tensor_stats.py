@@ -1,0 +1,126 @@
+"""The debugger's eyes: per-layer statistics of a model in training, every ``interval`` steps.
+
+For each parameter that trains (``requires_grad`` and a gradient this step: frozen layers are skipped, the
+smdebug failure mode), at a sampled step: the gradient norm, the weight norm, the update/weight ratio
+(‖w_t − w_{t−1}‖ / ‖w_{t−1}‖, from a snapshot taken the step before), and NaN/Inf counts. For activation
+modules (ReLU family, GELU, SiLU, Sigmoid, Tanh) forward hooks, live only on sampled steps, record the
+fraction of zeros (dead units), the saturated fraction (sigmoid/tanh near their bounds) and NaN/Inf counts.
+Collections as SageMaker Debugger names them: losses, gradients, weights, biases, activations.
+
+    used by training/debugger.py; not run on its own
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Sigmoid, nn.Tanh, nn.ELU)
+SATURATING = (nn.Sigmoid, nn.Tanh)
+
+
+@dataclass
+class TensorStats:
+    """A trainer callback; ``records`` holds one dict per sampled step: {step, epoch, loss, params, activations}."""
+
+    interval: int = 10
+    collections: frozenset[str] = frozenset({"losses", "gradients", "weights", "biases", "activations"})
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._snapshot: dict[str, torch.Tensor] = {}
+        self._hooks: list[Any] = []
+        self._activations: dict[str, dict[str, float]] = {}
+        self._capturing = False
+
+    def attach(self, model: nn.Module, next_step: int = 1) -> None:
+        """Register activation hooks once (they record only on sampled steps) and arm for ``next_step``."""
+        if "activations" in self.collections and not self._hooks:
+            for name, module in model.named_modules():
+                if isinstance(module, ACTIVATIONS):
+                    self._hooks.append(module.register_forward_hook(self._activation_hook(name, module)))
+        self.arm(model, next_step)
+
+    def detach(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks.clear()
+
+    def wants(self, global_step: int) -> bool:
+        return global_step % self.interval == 0 or global_step == 1
+
+    def arm(self, model: nn.Module, global_step: int) -> None:
+        """Before step ``global_step`` runs: snapshot the weights and arm the hooks when it is sampled."""
+        self._capturing = self.wants(global_step)
+        if self._capturing and {"weights", "biases"} & self.collections:
+            self._snapshot = {n: p.detach().clone() for n, p in _named_trainable(model)}
+
+    def on_step_end(self, trainer: Any, step: Any) -> None:
+        """Record a sampled step (its gradients are still in ``.grad``), then arm for the next one."""
+        self.after_step(trainer.model, step)
+        self.arm(trainer.model, step.global_step + 1)
+
+    def after_step(self, model: nn.Module, step: Any) -> dict[str, Any] | None:
+        """After step ``step.global_step``: the record of a sampled step (gradients are still in ``.grad``)."""
+        if not self._capturing:
+            return None
+        self._capturing = False
+        params = {}
+        for name, parameter in _named_trainable(model):
+            kind = "biases" if name.endswith("bias") else "weights"
+            if parameter.grad is None:  # no gradient reached it this step (frozen branch, unused head)
+                continue
+            entry: dict[str, float] = {}
+            if "gradients" in self.collections:
+                grad = parameter.grad.detach().float()
+                entry["grad_norm"] = float(torch.linalg.vector_norm(grad))
+                entry["grad_nonfinite"] = float((~torch.isfinite(grad)).sum())
+            if kind in self.collections:
+                weight = parameter.detach().float()
+                entry["weight_norm"] = float(torch.linalg.vector_norm(weight))
+                entry["weight_nonfinite"] = float((~torch.isfinite(weight)).sum())
+                before = self._snapshot.get(name)
+                if before is not None:
+                    previous = float(torch.linalg.vector_norm(before.float()))
+                    change = float(torch.linalg.vector_norm(weight - before.float()))
+                    entry["update_ratio"] = change / previous if previous > 0 else float("inf") if change else 0.0
+            params[name] = entry
+        record = {
+            "global_step": step.global_step,
+            "epoch": step.epoch,
+            "params": params,
+            "activations": dict(self._activations),
+        }
+        if "losses" in self.collections:
+            record["loss"] = step.loss
+        self._snapshot, self._activations = {}, {}
+        self.records.append(record)
+        return record
+
+    def _activation_hook(self, name: str, module: nn.Module) -> Any:
+        saturating = isinstance(module, SATURATING)
+
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            if not self._capturing or not isinstance(output, torch.Tensor):
+                return
+            values = output.detach().float()
+            total = max(1, values.numel())
+            stats = {
+                "zero_fraction": float((values == 0).sum()) / total,
+                "nonfinite": float((~torch.isfinite(values)).sum()),
+                "mean": float(values.mean()),
+            }
+            if saturating:
+                low = 0.0 if isinstance(module, nn.Sigmoid) else -1.0
+                near_bounds = ((values - low).abs() < 1e-3).sum() + ((1 - values).abs() < 1e-3).sum()
+                stats["saturated_fraction"] = float(near_bounds) / total
+            self._activations[name] = stats
+
+        return hook
+
+
+def _named_trainable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    return [(name, p) for name, p in model.named_parameters() if p.requires_grad]
