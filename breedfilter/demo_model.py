@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from breedfilter import demo_dataset
-from breedfilter.processes import exit_text, stop_group
+from breedfilter.processes import exit_text, spawn_group, stop_group
 from breedfilter.search_space import TRAINING_DIR, SearchSpaceError, given_train_flags
 from breedfilter.template import REPO_ROOT
 
@@ -162,16 +161,7 @@ def train(flags: Sequence[str], data: Path, target: Path, echo: Any = print) -> 
         str(partial / "checkpoints"),
     ]
     with log_path.open("w", encoding="utf-8") as log:
-        process = subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            start_new_session=True,  # Ctrl-C here stops it and its loader workers, below
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+        process = spawn_group(command, {**os.environ, "PYTHONUNBUFFERED": "1"})
         try:
             assert process.stdout is not None
             for line in process.stdout:

@@ -1,6 +1,6 @@
-"""Child processes run in their own session: stop the whole group (loader workers too), and say how one ended.
+"""Child processes in their own session: start one, stop its whole group (loader workers too), say how it ended.
 
-from breedfilter.processes import stop_group, exit_text
+from breedfilter.processes import spawn_group, stop_group, exit_text
 """
 
 from __future__ import annotations
@@ -9,6 +9,25 @@ import contextlib
 import os
 import signal
 import subprocess
+from collections.abc import Mapping, Sequence
+
+
+def spawn_group(command: Sequence[str], env: Mapping[str, str]) -> subprocess.Popen[str]:
+    """Start ``command`` in its own session, its output (stdout and stderr, text) on ``process.stdout``.
+
+    Its own session: a terminal's Ctrl-C reaches only us, and we stop the child and its loader workers
+    ourselves (``stop_group``), so nothing is left running headless.
+    """
+    return subprocess.Popen(
+        list(command),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        env=dict(env),
+        start_new_session=True,
+    )
 
 
 def stop_group(process: subprocess.Popen, timeout: float = 30.0) -> None:

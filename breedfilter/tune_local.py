@@ -34,7 +34,7 @@ from typing import Any
 
 from breedfilter import metrics, search_space, tuning_report
 from breedfilter.arguments import positive_int
-from breedfilter.processes import exit_text, stop_group
+from breedfilter.processes import exit_text, spawn_group, stop_group
 from breedfilter.template import REPO_ROOT
 
 TRAIN_SCRIPT = search_space.TRAINING_DIR / "train.py"
@@ -168,16 +168,7 @@ def run_subprocess(argv: list[str], reporter: Reporter, log_path: Path, threads:
     pruned = False
     with log_path.open("a", encoding="utf-8", buffering=1) as log_file:
         log_file.write("$ " + " ".join(command) + "\n")
-        # Its own session: a terminal's Ctrl-C reaches the tuner, which stops it (and its loader workers) itself.
-        process = subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            errors="replace",
-            env=env,
-            start_new_session=True,
-        )
+        process = spawn_group(command, env)
         tuner.children.add(process)
         try:
             assert process.stdout is not None
