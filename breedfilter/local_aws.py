@@ -192,6 +192,20 @@ def scan_items(dynamodb: Any, table: str) -> list[dict[str, Any]]:
     return [{k: deserializer.deserialize(v) for k, v in row.items()} for page in pages for row in page["Items"]]
 
 
+def object_keys(s3: Any, bucket: str) -> list[str]:
+    """Every key in a bucket, sorted (paginated)."""
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return sorted(obj["Key"] for page in pages for obj in page.get("Contents", []))
+
+
+def queue_depth(sqs: Any, url: str) -> int:
+    """Messages in a queue, visible or in flight."""
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+
 def _queue_arn(sqs: Any, url: str) -> str:
     return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
 

@@ -247,9 +247,9 @@ def status(args: argparse.Namespace) -> int:
         return 1
     import boto3
 
-    from breedfilter.local_aws import StackNames
+    from breedfilter.local_aws import StackNames, object_keys, queue_depth
 
-    exports = state["exports"]
+    exports, names = state["exports"], StackNames()
     session = boto3.Session(
         aws_access_key_id=exports["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=exports["AWS_SECRET_ACCESS_KEY"],
@@ -258,20 +258,18 @@ def status(args: argparse.Namespace) -> int:
     s3 = session.client("s3", endpoint_url=exports["AWS_ENDPOINT_URL"])
     sqs = session.client("sqs", endpoint_url=exports["AWS_ENDPOINT_URL"])
     dynamodb = session.client("dynamodb", endpoint_url=exports["AWS_ENDPOINT_URL"])
-    inbox = s3.list_objects_v2(Bucket=exports["INBOX_BUCKET"]).get("KeyCount", 0)
-    sorted_count = s3.list_objects_v2(Bucket=exports["SORTED_BUCKET"]).get("KeyCount", 0)
-    depths = {}
-    names = StackNames()
-    for name in (names.inbox_queue, names.dead_letter_queue):
-        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
-        depths[name] = attributes["Attributes"]["ApproximateNumberOfMessages"]
+    inbox = len(object_keys(s3, exports["INBOX_BUCKET"]))
+    sorted_count = len(object_keys(s3, exports["SORTED_BUCKET"]))
+    queue, dlq = (
+        queue_depth(sqs, sqs.get_queue_url(QueueName=name)["QueueUrl"])
+        for name in (names.inbox_queue, names.dead_letter_queue)
+    )
     items = dynamodb.scan(TableName=exports["RESULTS_TABLE"], Select="COUNT")["Count"]
     print(f"local twin running (pid {state['pid']}, since {state['started_at']}), model {state['model']}")
     print(f"  AWS (moto) {exports['AWS_ENDPOINT_URL']}, endpoint {exports['AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME']}")
     print(
         f"  inbox {inbox} objects, sorted {sorted_count} objects, results {items} items, "
-        f"queue {depths[names.inbox_queue]} messages, dead-letter queue {depths[names.dead_letter_queue]}"
+        f"queue {queue} messages, dead-letter queue {dlq}"
     )
     print(f"  log: {state['log']}")
     return 0

@@ -26,7 +26,16 @@ from typing import Any
 
 from breedfilter.endpoint_server import EndpointServer, Predictor
 from breedfilter.lambda_runtime import load_handler
-from breedfilter.local_aws import LocalAws, Stack, StackNames, aws_environment, router_environment, scan_items
+from breedfilter.local_aws import (
+    LocalAws,
+    Stack,
+    StackNames,
+    aws_environment,
+    object_keys,
+    queue_depth,
+    router_environment,
+    scan_items,
+)
 from breedfilter.sqs_poller import PollReport, SqsEventSource
 from breedfilter.template import StackTemplate
 
@@ -209,11 +218,11 @@ class LocalTwin:
             QueueUrl=self.stack.dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=0
         ).get("Messages", [])
         return Snapshot(
-            inbox=_keys(s3, self.names.inbox_bucket),
-            sorted=_keys(s3, self.names.sorted_bucket),
+            inbox=object_keys(s3, self.names.inbox_bucket),
+            sorted=object_keys(s3, self.names.sorted_bucket),
             items=scan_items(self.client("dynamodb"), self.names.results_table),
-            queue_depth=_depth(sqs, self.stack.queue_url),
-            dlq_depth=_depth(sqs, self.stack.dlq_url),
+            queue_depth=queue_depth(sqs, self.stack.queue_url),
+            dlq_depth=queue_depth(sqs, self.stack.dlq_url),
             dlq_bodies=[m["Body"] for m in dlq_messages],
         )
 
@@ -227,15 +236,3 @@ class LocalTwin:
             "SORTED_BUCKET": self.names.sorted_bucket,
             "ENDPOINT_NAME": self.names.endpoint_name,
         }
-
-
-def _keys(s3: Any, bucket: str) -> list[str]:
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
-    return sorted(obj["Key"] for page in pages for obj in page.get("Contents", []))
-
-
-def _depth(sqs: Any, url: str) -> int:
-    attributes = sqs.get_queue_attributes(
-        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-    )["Attributes"]
-    return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])

@@ -22,6 +22,8 @@ from breedfilter.local_aws import (
     Stack,
     StackNames,
     aws_environment,
+    object_keys,
+    queue_depth,
     router_environment,
     scan_items,
 )
@@ -101,8 +103,7 @@ class Harness:
         return self.source.drain(max_seconds=max_seconds)
 
     def keys(self, bucket: str) -> list[str]:
-        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
-        return sorted(obj["Key"] for page in pages for obj in page.get("Contents", []))
+        return object_keys(self.s3, bucket)
 
     def inbox_versions(self) -> list[dict[str, Any]]:
         listing = self.s3.list_object_versions(Bucket=self.inbox)
@@ -117,11 +118,7 @@ class Harness:
         return found[0]
 
     def queue_depth(self, url: str | None = None) -> int:
-        attributes = self.sqs.get_queue_attributes(
-            QueueUrl=url or self.stack.queue_url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-        )["Attributes"]
-        return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
+        return queue_depth(self.sqs, url or self.stack.queue_url)
 
     def receive_one(self) -> dict[str, Any]:
         messages = self.sqs.receive_message(QueueUrl=self.stack.queue_url, MaxNumberOfMessages=1)["Messages"]
