@@ -118,12 +118,7 @@ def _route(twin: LocalTwin, objects: list[DemoObject]) -> dict[str, Any]:
     print(f"  serving {identity['name']} version {identity['version']} through training/inference.py")
     for obj in objects:
         twin.drop(obj.key, obj.body)
-    sqs = twin.client("sqs")  # S3 may deliver a notification twice: the router must do the work once
-    duplicate = sqs.receive_message(QueueUrl=twin.stack.queue_url, MaxNumberOfMessages=1)["Messages"][0]
-    sqs.send_message(QueueUrl=twin.stack.queue_url, MessageBody=duplicate["Body"])
-    sqs.change_message_visibility(
-        QueueUrl=twin.stack.queue_url, ReceiptHandle=duplicate["ReceiptHandle"], VisibilityTimeout=0
-    )
+    twin.duplicate_notification()
     bad = sum(1 for o in objects if o.label is None)
     print(
         f"dropped {len(objects)} objects into s3://{names.inbox_bucket}/uploads/ ({len(objects) - bad} held-out "

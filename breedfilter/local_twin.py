@@ -168,6 +168,14 @@ class LocalTwin:
         """Put an object into the inbox, as a user would; S3 notifies the inbox queue."""
         self.client("s3").put_object(Bucket=self.names.inbox_bucket, Key=key, Body=body)
 
+    def duplicate_notification(self) -> None:
+        """Deliver one queued notification twice, as S3 and SQS may: the router must do its work once."""
+        assert self.stack is not None, "use LocalTwin as a context manager"
+        sqs, url = self.client("sqs"), self.stack.queue_url
+        original = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1)["Messages"][0]
+        sqs.send_message(QueueUrl=url, MessageBody=original["Body"])
+        sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=original["ReceiptHandle"], VisibilityTimeout=0)
+
     def drain(self, max_seconds: float = 120.0) -> PollReport:
         """Route until the inbox queue stays empty (failed messages come back until the DLQ takes them)."""
         assert self.source is not None, "use LocalTwin as a context manager"

@@ -63,13 +63,8 @@ def test_mixed_batch_with_faults_ends_in_exactly_one_place_each(served, monkeypa
         for key, (body, _) in BAD.items():
             twin.drop(key, body)
         twin.drop("uploads/truncated.jpg", truncated)
-        sqs = twin.client("sqs")
-        duplicate = sqs.receive_message(QueueUrl=twin.stack.queue_url, MaxNumberOfMessages=1)["Messages"][0]
-        sqs.send_message(QueueUrl=twin.stack.queue_url, MessageBody=duplicate["Body"])
-        sqs.change_message_visibility(
-            QueueUrl=twin.stack.queue_url, ReceiptHandle=duplicate["ReceiptHandle"], VisibilityTimeout=0
-        )
-        sqs.send_message(QueueUrl=twin.stack.queue_url, MessageBody="{not json")  # poison
+        twin.duplicate_notification()
+        twin.client("sqs").send_message(QueueUrl=twin.stack.queue_url, MessageBody="{not json")  # poison
 
         report = twin.drain()
         snapshot = twin.snapshot()
