@@ -23,6 +23,8 @@ def test_samples_cpu_per_core_memory_and_io_while_work_runs():
     rates = ("disk_read_bytes_per_s", "disk_write_bytes_per_s", "net_recv_bytes_per_s", "net_sent_bytes_per_s")
     assert all(row[name] >= 0 for row in rows for name in rates)
     assert [row["time"] for row in rows] == sorted(row["time"] for row in rows)
+    assert [row["t"] for row in rows] == sorted(row["t"] for row in rows) and rows[0]["t"] > 0
+    assert all(0 <= row["cpu_iowait_percent"] <= 100 for row in rows)
     if system_monitor._nvml() is None:
         assert all(row["gpu"] == [] for row in rows)  # no driver: no GPU fields, no error
     assert sampler.sampling_seconds > 0

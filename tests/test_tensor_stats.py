@@ -27,7 +27,7 @@ def train(model: nn.Module, stats: tensor_stats.TensorStats, steps: int, lr: flo
         loss = nn.functional.cross_entropy(model(x), y)
         loss.backward()
         optimizer.step()
-        step = SimpleNamespace(global_step=global_step, epoch=1, loss=loss.item())
+        step = SimpleNamespace(global_step=global_step, epoch=0, loss=loss.item())  # StepInfo: 0-based epoch
         stats.on_step_end(SimpleNamespace(model=model), step)
     stats.detach()
 
@@ -59,6 +59,8 @@ def test_dead_relu_non_finite_values_and_frozen_layers():
     train(model, stats, steps=2)
     record = stats.records[-1]
     assert record["activations"]["3"]["zero_fraction"] == 1.0
+    assert record["activations"]["3"]["dead_fraction"] == 1.0 and record["activations"]["3"]["kind"] == "ReLU"
+    assert record["activations"]["3"]["std"] == 0.0
     assert not any(name.startswith("0.") for name in record["params"])
     assert record["params"]["2.weight"]["grad_norm"] == 0.0  # no gradient flows through a dead ReLU
 
@@ -76,4 +78,6 @@ def test_collections_can_be_narrowed():
     train(model, stats, steps=1)
     record = stats.records[0]
     assert record["activations"] == {} and "loss" not in record
-    assert all(set(entry) == {"grad_norm", "grad_nonfinite"} for entry in record["params"].values())
+    assert all(
+        set(entry) == {"numel", "grad_norm", "grad_mean_abs", "grad_nonfinite"} for entry in record["params"].values()
+    )

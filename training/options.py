@@ -173,6 +173,35 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
     recipe.add_argument("--seed", type=int, default=42)
     recipe.add_argument("--deterministic", type=str2bool, default=False, help="deterministic algorithms (slower)")
 
+    look = parser.add_argument_group(
+        "debugger and profiler (training/debugger.py, training/profiler.py; one report.html in the output dir)"
+    )
+    look.add_argument("--debugger", type=str2bool, default=True, help="per-layer statistics and rules (on/off)")
+    look.add_argument("--debugger-interval", type=positive_int, default=20, help="record tensors every N steps")
+    look.add_argument(
+        "--debugger-collections",
+        default="all",
+        help="comma-separated: losses, gradients, weights, biases, activations, inputs (or all)",
+    )
+    look.add_argument(
+        "--debugger-rules",
+        default="default",
+        help="e.g. default; none,exploding_tensor=stop; overfit=stop,overfit.ratio_threshold=0.5; dead_relu=off",
+    )
+    look.add_argument("--profiler", type=str2bool, default=True, help="system sampler, step timing, rules (on/off)")
+    look.add_argument("--profiler-interval", type=positive_float, default=1.0, help="system sample every N seconds")
+    look.add_argument(
+        "--profiler-steps", default="6:3", help="torch.profiler window FIRST:COUNT (a Chrome/Perfetto trace), or off"
+    )
+    look.add_argument("--profiler-rules", default="default", help="e.g. 'Dataloader.threshold=0.3,StepOutlier=off'")
+    look.add_argument(
+        "--smdebug",
+        choices=["auto", "off"],
+        default="auto",
+        help="auto: also register SageMaker Debugger's hook when smdebug imports and the job has a hook config",
+    )
+    look.add_argument("--report", type=str2bool, default=True, help="write report.html in the output dir")
+
     out = parser.add_argument_group("outputs")
     out.add_argument("--model-dir", type=Path, default=Path(env.get("SM_MODEL_DIR", "out/train/model")))
     out.add_argument("--output-data-dir", type=Path, default=Path(env.get("SM_OUTPUT_DATA_DIR", "out/train/output")))
@@ -211,8 +240,24 @@ def parse_options(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
         options.tensorboard_dir = options.output_data_dir / "tensorboard"
     if options.image_size < 0:
         parser.error("--image-size must be >= 0")
+    _check_debugging(options, parser)
     options.name = options.name or f"breedfilter-{options.model.removeprefix('timm/')}"
     return options
+
+
+def _check_debugging(options: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Rule specs, collections and the profiler window are checked now, not after the dataset has loaded."""
+    import debug_rules
+    import profile_rules
+    import rule_spec
+
+    try:
+        rule_spec.parse_collections(options.debugger_collections)
+        rule_spec.parse_rule_spec(options.debugger_rules, debug_rules.CATALOGUE)
+        rule_spec.parse_rule_spec(options.profiler_rules, profile_rules.CATALOGUE)
+        rule_spec.parse_window(options.profiler_steps)
+    except rule_spec.RuleSpecError as exc:
+        parser.error(str(exc))
 
 
 def _dashed(argv: Sequence[str] | None) -> list[str] | None:

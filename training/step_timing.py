@@ -11,6 +11,7 @@ StepOutlier rule reports them.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,7 @@ class StepTimer:
     def on_step_end(self, trainer: Any, step: Any) -> None:
         self.steps.append(
             {
-                "epoch": step.epoch,
+                "epoch": step.epoch + 1,  # 1-based, as epoch rows count
                 "step": step.step,
                 "global_step": step.global_step,
                 "batch_size": step.batch_size,
@@ -35,18 +36,22 @@ class StepTimer:
             }
         )
 
-    def summary(self, outlier_mads: float = 5.0, skip_first: int = 1) -> dict[str, Any]:
-        return summarise(self.steps, outlier_mads, skip_first)
+    def summary(self, outlier_mads: float = 5.0, skip_first: int = 1, exclude: Collection[int] = ()) -> dict[str, Any]:
+        return summarise(self.steps, outlier_mads, skip_first, exclude)
 
 
-def summarise(steps: list[dict[str, float]], outlier_mads: float = 5.0, skip_first: int = 1) -> dict[str, Any]:
-    """Totals, shares and percentiles of the step times, and the outlier steps (warm-up steps excluded)."""
+def summarise(
+    steps: list[dict[str, float]], outlier_mads: float = 5.0, skip_first: int = 1, exclude: Collection[int] = ()
+) -> dict[str, Any]:
+    """Totals, shares and percentiles of the step times, and the outlier steps. Not outliers by design: each epoch's
+    first ``skip_first`` steps (loader workers start) and the global steps in ``exclude`` (warm-up, a profiled
+    window); they still count in the totals."""
     if not steps:
         return {"steps": 0}
     totals = {part: sum(s[part] for s in steps) for part in PARTS}
     whole = sum(totals.values()) or 1e-12
     durations = [s["step_seconds"] for s in steps]
-    steady = [s for s in steps if s["step"] >= skip_first] or steps
+    steady = [s for s in steps if s["step"] >= skip_first and s["global_step"] not in exclude] or steps
     median = statistics.median(s["step_seconds"] for s in steady)
     mad = statistics.median(abs(s["step_seconds"] - median) for s in steady)
     threshold = median + outlier_mads * max(mad, 0.05 * median)

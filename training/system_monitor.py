@@ -39,10 +39,13 @@ class SystemSampler:
         if self._nvml is not None:
             self.gpus = [self._nvml.nvmlDeviceGetHandleByIndex(i) for i in range(self._nvml.nvmlDeviceGetCount())]
         self._last: tuple[float, Any, Any] | None = None
+        self._started = time.monotonic()
 
     def start(self) -> SystemSampler:
-        psutil.cpu_percent(percpu=True)  # the first call only sets the reference point
-        self._last = (time.monotonic(), psutil.disk_io_counters(), psutil.net_io_counters())
+        psutil.cpu_percent(percpu=True)  # the first calls only set the reference points
+        psutil.cpu_times_percent()
+        self._started = time.monotonic()
+        self._last = (self._started, psutil.disk_io_counters(), psutil.net_io_counters())
         self._thread = threading.Thread(target=self._run, name="system-sampler", daemon=True)
         self._thread.start()
         return self
@@ -78,7 +81,9 @@ class SystemSampler:
         memory = psutil.virtual_memory()
         row: dict[str, Any] = {
             "time": time.time(),
+            "t": round(now - self._started, 3),
             "cpu_percent": psutil.cpu_percent(percpu=True),
+            "cpu_iowait_percent": getattr(psutil.cpu_times_percent(), "iowait", 0.0),  # Linux only
             "memory_percent": memory.percent,
             "memory_used_bytes": memory.total - memory.available,
             "process_rss_bytes": self._process.memory_info().rss,

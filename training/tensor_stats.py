@@ -20,6 +20,7 @@ from torch import nn
 
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Sigmoid, nn.Tanh, nn.ELU)
 SATURATING = (nn.Sigmoid, nn.Tanh)
+RECTIFYING = (nn.ReLU, nn.ReLU6)  # a unit can die: zero output for every input
 
 
 @dataclass
@@ -68,31 +69,46 @@ class TensorStats:
         if not self._capturing:
             return None
         self._capturing = False
-        params = {}
+        # Every statistic stays on the device until one transfer at the end: no per-tensor sync on a GPU.
+        names, rows = [], []
+        nan = torch.tensor(float("nan"))
         for name, parameter in _named_trainable(model):
-            kind = "biases" if name.endswith("bias") else "weights"
             if parameter.grad is None:  # no gradient reached it this step (frozen branch, unused head)
                 continue
-            entry: dict[str, float] = {}
+            grad, weight = parameter.grad.detach().float(), parameter.detach().float()
+            before = self._snapshot.get(name)
+            nan = nan.to(weight.device)
+            rows.append(
+                torch.stack(
+                    [
+                        torch.linalg.vector_norm(grad),
+                        grad.abs().mean(),
+                        (~torch.isfinite(grad)).sum().float(),
+                        torch.linalg.vector_norm(weight),
+                        (~torch.isfinite(weight)).sum().float(),
+                        nan if before is None else torch.linalg.vector_norm(before.float()),
+                        nan if before is None else torch.linalg.vector_norm(weight - before.float()),
+                    ]
+                )
+            )
+            names.append((name, parameter.numel()))
+        values = torch.stack(rows).cpu().tolist() if rows else []
+        params = {}
+        for (name, numel), (g_norm, g_mean, g_bad, w_norm, w_bad, previous, change) in zip(names, values, strict=True):
+            kind = "biases" if name.endswith("bias") else "weights"
+            entry: dict[str, float] = {"numel": numel}
             if "gradients" in self.collections:
-                grad = parameter.grad.detach().float()
-                entry["grad_norm"] = float(torch.linalg.vector_norm(grad))
-                entry["grad_nonfinite"] = float((~torch.isfinite(grad)).sum())
+                entry.update(grad_norm=g_norm, grad_mean_abs=g_mean, grad_nonfinite=g_bad)
             if kind in self.collections:
-                weight = parameter.detach().float()
-                entry["weight_norm"] = float(torch.linalg.vector_norm(weight))
-                entry["weight_nonfinite"] = float((~torch.isfinite(weight)).sum())
-                before = self._snapshot.get(name)
-                if before is not None:
-                    previous = float(torch.linalg.vector_norm(before.float()))
-                    change = float(torch.linalg.vector_norm(weight - before.float()))
+                entry.update(weight_norm=w_norm, weight_nonfinite=w_bad)
+                if previous == previous:  # a snapshot was taken (not NaN)
                     entry["update_ratio"] = change / previous if previous > 0 else float("inf") if change else 0.0
             params[name] = entry
         record = {
             "global_step": step.global_step,
-            "epoch": step.epoch,
+            "epoch": step.epoch + 1,
             "params": params,
-            "activations": dict(self._activations),
+            "activations": {name: _resolved(stats) for name, stats in self._activations.items()},
         }
         if "losses" in self.collections:
             record["loss"] = step.loss
@@ -102,24 +118,37 @@ class TensorStats:
 
     def _activation_hook(self, name: str, module: nn.Module) -> Any:
         saturating = isinstance(module, SATURATING)
+        rectifying = isinstance(module, RECTIFYING)
 
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
             if not self._capturing or not isinstance(output, torch.Tensor):
                 return
             values = output.detach().float()
-            total = max(1, values.numel())
-            stats = {
-                "zero_fraction": float((values == 0).sum()) / total,
-                "nonfinite": float((~torch.isfinite(values)).sum()),
-                "mean": float(values.mean()),
-            }
+            parts = [
+                (values == 0).float().mean(),
+                (~torch.isfinite(values)).sum().float(),
+                values.mean(),
+                values.std() if values.numel() > 1 else torch.zeros((), device=values.device),
+            ]
+            keys = ["zero_fraction", "nonfinite", "mean", "std"]
             if saturating:
                 low = 0.0 if isinstance(module, nn.Sigmoid) else -1.0
-                near_bounds = ((values - low).abs() < 1e-3).sum() + ((1 - values).abs() < 1e-3).sum()
-                stats["saturated_fraction"] = float(near_bounds) / total
+                parts.append((((values - low).abs() < 1e-3) | ((1 - values).abs() < 1e-3)).float().mean())
+                keys.append("saturated_fraction")
+            if rectifying and values.dim() >= 2:  # channels (dim 1) with no positive output anywhere in the batch
+                alive = (values > 0).transpose(0, 1).reshape(values.shape[1], -1).any(dim=1)
+                parts.append(1.0 - alive.float().mean())
+                keys.append("dead_fraction")
+            stats = {"kind": type(module).__name__, "_values": (keys, torch.stack(parts))}
             self._activations[name] = stats
 
         return hook
+
+
+def _resolved(stats: dict[str, Any]) -> dict[str, Any]:
+    keys, values = stats.pop("_values")
+    stats.update(zip(keys, values.cpu().tolist(), strict=True))
+    return stats
 
 
 def _named_trainable(model: nn.Module) -> list[tuple[str, nn.Parameter]]:

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import platform
 import random
 import sys
 import time
@@ -33,11 +34,15 @@ import architectures
 import artifact
 import checkpoints
 import ddp
+import debugger as debugger_module
 import evaluation
 import imagefolder
 import imaging
 import options as options_module
 import plots
+import profiler as profiler_module
+import rule_spec
+import smdebug_adapter
 import tensorboard_log
 import trainer as trainer_module
 
@@ -120,6 +125,34 @@ def run(opts: argparse.Namespace, world: ddp.World, callbacks: Sequence[Any] = (
     board = (
         tensorboard_log.TensorBoardCallback(opts.tensorboard_dir) if world.is_main and opts.tensorboard_dir else None
     )
+    debugger = (
+        debugger_module.Debugger(
+            opts.output_data_dir,
+            labels,
+            world,
+            interval=opts.debugger_interval,
+            collections=rule_spec.parse_collections(opts.debugger_collections),
+            rules=opts.debugger_rules,
+            tensorboard_dir=opts.tensorboard_dir,
+        )
+        if opts.debugger
+        else None
+    )
+    profiler = (
+        profiler_module.Profiler(
+            opts.output_data_dir,
+            world,
+            num_workers=max(0, opts.num_workers),
+            batch_size=opts.batch_size,
+            rules=opts.profiler_rules,
+            interval=opts.profiler_interval,
+            window=rule_spec.parse_window(opts.profiler_steps),
+        )
+        if opts.profiler
+        else None
+    )
+    smdebug = smdebug_adapter.SmdebugAdapter.create(model) if opts.smdebug == "auto" else None
+    watchers = [w for w in (debugger, profiler, smdebug) if w is not None]
     fit = trainer_module.Trainer(
         model=model,
         train_loader=train_loader,
@@ -129,11 +162,14 @@ def run(opts: argparse.Namespace, world: ddp.World, callbacks: Sequence[Any] = (
         world=world,
         checkpoint_dir=opts.checkpoint_dir,
         identity=identity,
-        callbacks=[*callbacks, *([board] if board else [])],
+        callbacks=[*callbacks, *watchers, *([board] if board else [])],
+        sync_timing=profiler is not None,
         log=log.info,
     )
     if opts.resume:
         fit.resume()
+    if debugger is not None:
+        debugger.attach(model, next_step=fit.global_step + 1)
     log.info(
         "training: %d train / %d valid images, %d classes, %d epochs × %d steps, batch %d × %d process(es), %s",
         len(train_set),
@@ -145,11 +181,17 @@ def run(opts: argparse.Namespace, world: ddp.World, callbacks: Sequence[Any] = (
         world.size,
         world.device,
     )
+    if profiler is not None:
+        profiler.start()
     try:
         history = fit.fit()
+    except BaseException:
+        _close_watchers(debugger, profiler, opts, world, report=True)  # what was seen until the failure
+        raise
     finally:
         if board:
             board.close()
+    _close_watchers(debugger, profiler, opts, world, report=False)
     if fit.stop_reason:
         log.info(fit.stop_reason)
     if fit.best_state is not None:
@@ -169,9 +211,11 @@ def run(opts: argparse.Namespace, world: ddp.World, callbacks: Sequence[Any] = (
         if world.is_main:
             log.info(trainer_module.metric_line({"test_loss": test.loss, "test_accuracy": test.accuracy}))
 
-    summary = _summary(opts, index, pre, history, fit, test, time.perf_counter() - started)
+    summary = _summary(opts, index, pre, history, fit, test, time.perf_counter() - started, world)
     if world.is_main:
         _write_outputs(opts, model, labels, pre, summary, test)
+        if opts.report:
+            _write_report(opts.output_data_dir)
     ddp.barrier()
     return summary
 
@@ -247,6 +291,7 @@ def _summary(
     fit: trainer_module.Trainer,
     test: evaluation.Evaluation | None,
     seconds: float,
+    world: ddp.World,
 ) -> dict[str, Any]:
     best_row = next((row for row in history if row["epoch"] == fit.best["epoch"]), {})
     return {
@@ -271,7 +316,56 @@ def _summary(
         },
         "wall_seconds": round(seconds, 2),
         "hyperparameters": options_module.hyperparameters(opts),
+        "environment": _environment(world),
     }
+
+
+def _environment(world: ddp.World) -> dict[str, Any]:
+    """Where the run ran, for the report's job summary (SageMaker sets the job name and instance type)."""
+    training_env = json.loads(os.environ.get("SM_TRAINING_ENV", "{}") or "{}")
+    return {
+        "host": os.environ.get("SM_CURRENT_HOST") or platform.node(),
+        "job_name": training_env.get("job_name", ""),
+        "instance_type": os.environ.get("SM_CURRENT_INSTANCE_TYPE", ""),
+        "device": str(world.device)
+        + (f" ({torch.cuda.get_device_name(world.device)})" if world.device.type == "cuda" else ""),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "world_size": world.size,
+    }
+
+
+def _close_watchers(
+    debugger: debugger_module.Debugger | None,
+    profiler: profiler_module.Profiler | None,
+    opts: argparse.Namespace,
+    world: ddp.World,
+    report: bool,
+) -> None:
+    """Write debugger.json and profiler.json; after a failed run also the report, from what there is."""
+    for watcher in (debugger, profiler):
+        if watcher is None:
+            continue
+        try:
+            path = watcher.close()
+        except Exception:  # the run's own outcome matters more than its diagnostics
+            log.exception("could not write %s's results", type(watcher).__name__)
+            continue
+        if path is not None:
+            log.info("wrote %s", path)
+    if report and world.is_main and opts.report:
+        _write_report(opts.output_data_dir)
+
+
+def _write_report(output_dir: Any) -> None:
+    try:
+        import report
+
+        path = report.write_report(output_dir)
+    except Exception:  # a report that cannot be drawn must not fail a finished training run
+        log.exception("could not write the report in %s", output_dir)
+        return
+    log.info("wrote %s (breedfilter report %s prints its summary)", path, output_dir)
 
 
 def _write_outputs(

@@ -32,9 +32,11 @@ import recipe
 
 
 class Callback(Protocol):
-    """Hooks into the loop. Returning True from ``on_epoch_end`` asks training to stop."""
+    """Hooks into the loop. Returning True from either asks training to stop (after this step: the epoch is cut
+    short and still validated); a ``stop_reason`` attribute, when the callback has one, says why. Under DDP every
+    rank's callbacks must return the same answer (the debugger broadcasts rank 0's)."""
 
-    def on_step_end(self, trainer: Trainer, step: StepInfo) -> None: ...
+    def on_step_end(self, trainer: Trainer, step: StepInfo) -> bool | None: ...
     def on_epoch_end(self, trainer: Trainer, row: dict[str, Any]) -> bool: ...
 
 
@@ -49,6 +51,8 @@ class StepInfo:
     compute_seconds: float  # forward + backward + optimizer
     forward_backward_seconds: float = 0.0
     optimizer_seconds: float = 0.0  # optimizer step, scaler update, scheduler
+    targets: torch.Tensor | None = None  # the batch's labels, on the device (the debugger counts classes)
+    predictions: torch.Tensor | None = None  # the arg-max of the logits, on the device
 
 
 @dataclass
@@ -119,6 +123,7 @@ class Trainer:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.stopped_early = False
         self.stop_reason = ""
+        self._stop_requested = False
         self.last_lr = self.plan.lr
         self._wrapped: nn.Module | None = None
         self._wrapped_trainable: bool | None = None
@@ -200,10 +205,10 @@ class Trainer:
                 self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
             # The saved model's score so far: the tuning objective (SageMaker ranks a job by its last value).
             row["best_valid_accuracy"] = self.best["valid_accuracy"]
-            stop = self._early_stop(epoch)
+            stop = self._stop_requested or self._early_stop(epoch)
             for callback in self.callbacks:
                 if getattr(callback, "on_epoch_end", None) and callback.on_epoch_end(self, row):
-                    stop, self.stop_reason = True, self.stop_reason or f"stopped by {type(callback).__name__}"
+                    stop, self.stop_reason = True, self.stop_reason or _reason(callback)
             self.stopped_early = ddp.broadcast_flag(stop, self.world)
             if self.world.is_main:
                 self.log(metric_line(row))
@@ -266,7 +271,8 @@ class Trainer:
             self.global_step += 1
             batch = targets.numel()
             loss_sum += loss.detach().double() * batch
-            correct += (logits.detach().argmax(dim=1) == targets).sum()
+            predictions = logits.detach().argmax(dim=1)
+            correct += (predictions == targets).sum()
             count += batch
             step_loss = loss.item()  # waits for the device, so `finished` is honest without a sync
             finished = time.perf_counter()
@@ -280,10 +286,15 @@ class Trainer:
                 finished - computing,
                 stepping - computing,
                 finished - stepping,
+                targets,
+                predictions,
             )
             for callback in self.callbacks:
-                if getattr(callback, "on_step_end", None):
-                    callback.on_step_end(self, info)
+                if getattr(callback, "on_step_end", None) and callback.on_step_end(self, info):
+                    self._stop_requested = True
+                    self.stop_reason = self.stop_reason or _reason(callback)
+            if self._stop_requested:
+                break
             waited = time.perf_counter()
         ddp.all_sum(loss_sum)
         ddp.all_sum(correct)
@@ -314,6 +325,10 @@ def metric_line(row: dict[str, Any], prefix: str = "") -> str:
             text = f"{value:.3g}"
         parts.append(f"{prefix}{key}={text};")
     return " ".join(parts)
+
+
+def _reason(callback: Any) -> str:
+    return getattr(callback, "stop_reason", "") or f"stopped by {type(callback).__name__}"
 
 
 def _reseed(seed: int, epoch: int) -> None:
