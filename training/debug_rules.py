@@ -722,7 +722,9 @@ class ClassImbalance(Rule):
             return None
         if self._seen[low] == 0:
             never = [label for label, n in zip(self._labels, self._seen, strict=True) if n == 0]
-            evidence = f"{len(never)} classes never seen in {total} training labels: {_names(never)}"
+            evidence = (
+                f"{len(never)} of {len(self._labels)} classes never seen in {total} training labels: {_names(never)}"
+            )
         else:
             evidence = (
                 f"class {self._labels[high]} was seen {self._seen[high]} times and {self._labels[low]} only "
