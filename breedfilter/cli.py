@@ -9,6 +9,7 @@
     breedfilter train --data s3://... --role ARN [...] a SageMaker training job (locally: python training/train.py)
     breedfilter predict IMAGE... [--model F|--endpoint N] classify files with an artifact or an endpoint
     breedfilter results --label L|--status S|--source URI|--counts   query the results table
+    breedfilter report RUN_DIR|s3://... [--regenerate] [--open]  a training run's summary and HTML report
 
 Each subcommand has --help.
 """
@@ -62,6 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from breedfilter import results
 
         return results.main(rest)
+    if command == "report":
+        from breedfilter import report_cli
+
+        return report_cli.main(rest)
     if command == "predict":
         from breedfilter import predict
 

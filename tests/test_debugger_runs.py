@@ -39,7 +39,7 @@ def fired(document: dict) -> set[str]:
 def test_a_healthy_run_raises_no_rule_and_writes_every_output(tmp_path):
     data = make_dataset(tmp_path / "data", {"train": 24, "valid": 8, "test": 8}, size=40)
     out = tmp_path / "run"
-    summary = train.main(quick_args(data, out, "--epochs", "3", "--debugger-interval", "3"))
+    summary = train.main(quick_args(data, out, "--epochs", "3", "--debugger-interval", "3", "--report", "on"))
     debugger, profiler = outputs(out)
     assert fired(debugger) == set(), [v["evidence"] for v in debugger["rules"] if v["status"] == "fired"]
     assert fired(profiler) == set(), [v["evidence"] for v in profiler["rules"] if v["status"] == "fired"]

@@ -7,6 +7,8 @@ stand-in module with smdebug's API surface; train.py's own run with a hook confi
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import sys
 import types
@@ -32,15 +34,17 @@ def test_without_a_hook_config_there_is_no_adapter(monkeypatch, tmp_path):
     assert smdebug_adapter.SmdebugAdapter.create(nn.Linear(2, 2)) is None
 
 
-def test_a_hook_config_without_smdebug_trains_with_our_debugger_only(tmp_path, monkeypatch, capsys):
+def test_a_hook_config_without_smdebug_trains_with_our_debugger_only(tmp_path, monkeypatch):
     hook_config(tmp_path, monkeypatch)
     monkeypatch.setitem(sys.modules, "smdebug", None)  # as on a machine without it: import fails
     monkeypatch.setitem(sys.modules, "smdebug.pytorch", None)
     data = make_dataset(tmp_path / "data", {"train": 8, "valid": 2}, size=40)
     flags = ("--epochs", "1", "--profiler", "off", "--report", "off")
-    summary = train.main(quick_args(data, tmp_path / "run", *flags))
+    log = io.StringIO()  # train.py logs to stdout (not capsys: its log handler would outlive the test's stream)
+    with contextlib.redirect_stdout(log):
+        summary = train.main(quick_args(data, tmp_path / "run", *flags))
     assert summary["history"]
-    assert "smdebug does not import" in capsys.readouterr().out  # train.py logs to stdout
+    assert "smdebug does not import" in log.getvalue()
     assert (tmp_path / "run" / "output" / "debugger.json").is_file()
 
 

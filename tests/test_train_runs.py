@@ -58,6 +58,8 @@ def quick_args(data: Path, out: Path, *extra: str, model: str = "timm/test_effic
         str(out / "output"),
         "--checkpoint-dir",
         str(out / "checkpoints"),
+        "--report",  # drawing report.html takes seconds; the tests of the report ask for it
+        "off",
         *extra,
     ]
 
