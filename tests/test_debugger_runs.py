@@ -8,6 +8,7 @@ learn (so it can only be memorised), a data set that sleeps in ``__getitem__``.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import architectures
 import imagefolder
 import train
 from tests.image_datasets import make_dataset
+from tests.test_train_runs import _run as run_train_py
 from tests.test_train_runs import quick_args
 
 GREY = {"a": (128, 128, 128), "b": (128, 128, 128), "c": (128, 128, 128)}  # classes with nothing to tell apart
@@ -87,6 +89,23 @@ def test_a_huge_learning_rate_fires_exploding_tensor_and_stops_training(tmp_path
     assert len(summary["history"]) == 1
     assert "exploding_tensor" in summary["stop_reason"] and f"step {stopped_at}" in summary["stop_reason"]
     assert verdict["evidence"]
+
+
+def test_under_torchrun_a_stop_rule_stops_every_rank_at_the_same_step(tmp_path):
+    """Rank 0 measures and decides; the decision is broadcast on sampled steps, so no rank waits for another."""
+    data = make_dataset(tmp_path / "data", {"train": 24, "valid": 4}, size=40)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    flags = ("--epochs", "3", "--batch-size", "4", "--optimizer", "sgd", "--lr", "1e12", "--momentum", "0")
+    result = run_train_py(quick_args(data, tmp_path / "run", *flags, "--debugger-interval", "2"), launcher=launcher)
+    assert result.returncode == 0, result.stderr[-3000:]  # both ranks ended (a rank left waiting would hang)
+    debugger, _ = outputs(tmp_path / "run")
+    verdict = debugger["stopped_by"]
+    assert verdict["rule"] == "exploding_tensor"
+    last = debugger["losses"][-1][0]
+    assert verdict["step"] <= last < verdict["step"] + 2  # stopped at the first sampled step from there
+    assert last % 2 == 0 or last == 1
+    metrics = json.loads((tmp_path / "run" / "output" / "metrics.json").read_text())
+    assert len(metrics["history"]) == 1 and "exploding_tensor" in metrics["stop_reason"]
 
 
 def test_a_network_initialised_to_zero_fires_vanishing_gradient_and_poor_initialisation(tmp_path, monkeypatch):

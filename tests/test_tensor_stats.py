@@ -81,3 +81,23 @@ def test_collections_can_be_narrowed():
     assert all(
         set(entry) == {"numel", "grad_norm", "grad_mean_abs", "grad_nonfinite"} for entry in record["params"].values()
     )
+
+
+def test_activation_statistics_match_the_tensors_they_summarise():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 4, 3), nn.Sigmoid())
+    stats = tensor_stats.TensorStats(interval=1)
+    stats.attach(model)
+    x = torch.randn(16, 3, 20, 20)
+    with torch.no_grad():
+        relu_out = model[1](model[0](x))
+        sigmoid_out = model(x)
+    model(x).sum().backward()
+    stats.on_step_end(SimpleNamespace(model=model), SimpleNamespace(global_step=1, epoch=0, loss=1.0))
+    relu, sigmoid = stats.records[0]["activations"]["1"], stats.records[0]["activations"]["3"]
+    assert relu["mean"] == pytest.approx(float(relu_out.mean()), rel=1e-5)
+    assert relu["std"] == pytest.approx(float(relu_out.std()), rel=1e-4)
+    sample = relu_out[: tensor_stats.SAMPLE_ITEMS]  # zeros are counted on the first items of the batch
+    assert relu["zero_fraction"] == pytest.approx(float((sample == 0).float().mean()))
+    assert relu["dead_fraction"] == float((relu_out.amax(dim=(0, 2, 3)) <= 0).float().mean())
+    assert sigmoid["std"] == pytest.approx(float(sigmoid_out.std()), rel=1e-4) and sigmoid["nonfinite"] == 0

@@ -12,6 +12,7 @@ Collections as SageMaker Debugger names them: losses, gradients, weights, biases
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ from torch import nn
 
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Sigmoid, nn.Tanh, nn.ELU)
 SATURATING = (nn.Sigmoid, nn.Tanh)
+SAMPLE_ITEMS = 4  # batch items whose activations are counted element by element (zeros, saturation)
 RECTIFYING = (nn.ReLU, nn.ReLU6)  # a unit can die: zero output for every input
 
 
@@ -123,31 +125,44 @@ class TensorStats:
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
             if not self._capturing or not isinstance(output, torch.Tensor):
                 return
+            # Activations can be large (batch x channels x 112 x 112): reductions that need no temporary tensor
+            # run over all of it (sum, norm, per-channel maxima: a few ms each on a CPU); counts that do (zeros,
+            # saturated values) over the first SAMPLE_ITEMS items of the batch; NaN/Inf show in the sum, and
+            # are counted exactly only then.
             values = output.detach().float()
-            parts = [
-                (values == 0).float().mean(),
-                (~torch.isfinite(values)).sum().float(),
-                values.mean(),
-                values.std() if values.numel() > 1 else torch.zeros((), device=values.device),
-            ]
-            keys = ["zero_fraction", "nonfinite", "mean", "std"]
+            sample = values[:SAMPLE_ITEMS] if values.dim() >= 2 else values
+            size = max(1, sample.numel())
+            parts = [1 - torch.count_nonzero(sample) / size, values.sum(), torch.linalg.vector_norm(values)]
+            keys = ["zero_fraction", "_sum", "_norm"]
             if saturating:
                 low = 0.0 if isinstance(module, nn.Sigmoid) else -1.0
-                parts.append((((values - low).abs() < 1e-3) | ((1 - values).abs() < 1e-3)).float().mean())
+                near = ((sample - low).abs() < 1e-3) | ((1 - sample).abs() < 1e-3)
+                parts.append(torch.count_nonzero(near) / size)
                 keys.append("saturated_fraction")
             if rectifying and values.dim() >= 2:  # channels (dim 1) with no positive output anywhere in the batch
-                alive = (values > 0).transpose(0, 1).reshape(values.shape[1], -1).any(dim=1)
-                parts.append(1.0 - alive.float().mean())
+                peak = values.amax(dim=[d for d in range(values.dim()) if d != 1])
+                parts.append((peak <= 0).float().mean())
                 keys.append("dead_fraction")
-            stats = {"kind": type(module).__name__, "_values": (keys, torch.stack(parts))}
+            if values.is_cuda or not bool(torch.isfinite(parts[1])):  # on a GPU the pass is cheaper than a sync
+                parts.append((~torch.isfinite(values)).sum().float())
+                keys.append("nonfinite")
+            stats = {"kind": type(module).__name__, "_values": (keys, torch.stack(parts)), "_numel": values.numel()}
             self._activations[name] = stats
 
         return hook
 
 
 def _resolved(stats: dict[str, Any]) -> dict[str, Any]:
+    """The device-side numbers, fetched: mean and standard deviation from the sum and the norm."""
     keys, values = stats.pop("_values")
+    count = stats.pop("_numel")
     stats.update(zip(keys, values.cpu().tolist(), strict=True))
+    total, norm = stats.pop("_sum"), stats.pop("_norm")
+    mean = total / max(1, count)
+    spread = norm * norm / max(1, count) - mean * mean  # NaN stays NaN (max() would hide it)
+    variance = (max(0.0, spread) if math.isfinite(spread) else spread) * count / max(1, count - 1)
+    stats["mean"], stats["std"] = mean, math.sqrt(variance) if math.isfinite(variance) else float("nan")
+    stats.setdefault("nonfinite", 0.0)
     return stats
 
 
