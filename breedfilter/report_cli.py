@@ -79,7 +79,7 @@ def fetch_s3(uri: str, download_dir: Path, s3: Any = None) -> Path:
 
     bucket, key = parse_s3_uri(uri)
     try:
-        s3 = s3 or boto3.client("s3")
+        s3 = s3 or boto3.Session().client("s3")  # a new session: credentials as they are now
         if not key.endswith(".tar.gz"):
             key = _only_archive(s3, bucket, key)
         target = download_dir / _local_name(bucket, key)

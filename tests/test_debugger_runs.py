@@ -41,7 +41,9 @@ def fired(document: dict) -> set[str]:
 def test_a_healthy_run_raises_no_rule_and_writes_every_output(tmp_path):
     data = make_dataset(tmp_path / "data", {"train": 24, "valid": 8, "test": 8}, size=40)
     out = tmp_path / "run"
-    summary = train.main(quick_args(data, out, "--epochs", "3", "--debugger-interval", "3", "--report", "on"))
+    # loader workers: with none, decoding would take a third of this tiny network's steps (the Dataloader rule says so)
+    flags = ("--epochs", "3", "--debugger-interval", "3", "--num-workers", "2", "--report", "on")
+    summary = train.main(quick_args(data, out, *flags))
     debugger, profiler = outputs(out)
     assert fired(debugger) == set(), [v["evidence"] for v in debugger["rules"] if v["status"] == "fired"]
     assert fired(profiler) == set(), [v["evidence"] for v in profiler["rules"] if v["status"] == "fired"]
