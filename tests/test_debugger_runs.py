@@ -165,6 +165,20 @@ def test_a_slow_dataset_fires_the_dataloader_rule_with_a_recommendation(tmp_path
     assert profiler["torch_profiler"] is None
 
 
+def test_collections_and_their_own_intervals_are_chosen_per_run(tmp_path):
+    data = make_dataset(tmp_path / "data", {"train": 16, "valid": 2}, size=40)
+    out = tmp_path / "run"
+    collections = ("--debugger-collections", "losses,gradients:2,activations:3", "--debugger-interval", "20")
+    train.main(quick_args(data, out, "--epochs", "1", "--profiler", "off", *collections))
+    debugger = json.loads((out / "output" / "debugger.json").read_text())
+    assert debugger["intervals"] == {"losses": 20, "gradients": 2, "activations": 3}
+    layer = next(iter(debugger["layers"].values()))  # 48 images / batch 8: steps 1-6
+    assert [point[0] for point in layer["grad_norm"]] == [1, 2, 4, 6] and layer["weight_norm"] == []
+    activation = next(iter(debugger["activations"].values()))
+    assert [point[0] for point in activation["zero_fraction"]] == [1, 3, 6]
+    assert len(debugger["losses"]) == 6 and debugger["classes"]["seen"] == [0, 0, 0]  # inputs not collected
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [

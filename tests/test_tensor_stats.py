@@ -101,3 +101,14 @@ def test_activation_statistics_match_the_tensors_they_summarise():
     assert relu["zero_fraction"] == pytest.approx(float((sample == 0).float().mean()))
     assert relu["dead_fraction"] == float((relu_out.amax(dim=(0, 2, 3)) <= 0).float().mean())
     assert sigmoid["std"] == pytest.approx(float(sigmoid_out.std()), rel=1e-4) and sigmoid["nonfinite"] == 0
+
+
+def test_each_collection_can_have_its_own_interval():
+    model = network()
+    stats = tensor_stats.TensorStats(interval=5, intervals={"activations": 2})
+    train(model, stats, steps=6)
+    assert [r["global_step"] for r in stats.records] == [1, 2, 4, 5, 6]  # step 1 always records everything
+    with_activations = [r["global_step"] for r in stats.records if r["activations"]]
+    with_gradients = [r["global_step"] for r in stats.records if r["params"]]
+    assert with_activations == [1, 2, 4, 6] and with_gradients == [1, 5]
+    assert all("grad_norm" in entry for r in stats.records if r["params"] for entry in r["params"].values())

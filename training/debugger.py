@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ class Debugger:
         labels: list[str],
         world: ddp.World,
         interval: int = 20,
-        collections: frozenset[str] = frozenset(COLLECTIONS),
+        collections: Mapping[str, int] | frozenset[str] = frozenset(COLLECTIONS),
         rules: str = "",
         tensorboard_dir: Path | None = None,
     ) -> None:
@@ -53,9 +54,16 @@ class Debugger:
         self.labels = labels
         self.world = world
         self.interval = interval
-        self.collections = collections
+        # {collection: its own interval}; 0 (or a plain set of names) means ``interval``
+        every = dict(collections) if isinstance(collections, Mapping) else dict.fromkeys(collections, 0)
+        self.collections = frozenset(every)
+        self.intervals = {name: steps or interval for name, steps in every.items()}
         self.rules = debug_rules.build_rules(rules)  # a bad spec fails here, before any training
-        self.stats = tensor_stats.TensorStats(interval=interval, collections=frozenset(collections - {"inputs"}))
+        self.stats = tensor_stats.TensorStats(
+            interval=interval,
+            collections=self.collections - {"inputs"},
+            intervals={name: steps for name, steps in every.items() if steps},
+        )
         self.stop_reason = ""
         self.stopped_by: dict[str, Any] | None = None
         self.seconds = 0.0
@@ -86,7 +94,12 @@ class Debugger:
         if self.world.is_main:
             self.stats.attach(model, next_step)
         names = ", ".join(f"{rule.name}={rule.action}" for rule in self.rules) or "none"
-        log.info("debugger: every %d steps, collections %s; rules %s", self.interval, sorted(self.collections), names)
+        every = ", ".join(
+            f"{name} every {steps}"
+            for name, steps in sorted(self.intervals.items())
+            if name not in ("losses", "inputs")
+        )
+        log.info("debugger: %s steps (losses and inputs: each step); rules %s", every, names)
 
     def on_step_end(self, trainer: Any, step: Any) -> bool:
         started = time.perf_counter()
@@ -211,6 +224,7 @@ class Debugger:
         return {
             "interval": self.interval,
             "collections": sorted(self.collections),
+            "intervals": self.intervals,
             "labels": self.labels,
             "rules": [rule.verdict() for rule in self.rules],
             "stopped_by": self.stopped_by,

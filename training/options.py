@@ -181,7 +181,8 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
     look.add_argument(
         "--debugger-collections",
         default="all",
-        help="comma-separated: losses, gradients, weights, biases, activations, inputs (or all)",
+        help="all, or some of losses, gradients, weights, biases, activations, inputs; each may take its own "
+        "interval, e.g. gradients:10,weights:50,activations:100",
     )
     look.add_argument(
         "--debugger-rules",

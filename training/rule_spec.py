@@ -102,17 +102,28 @@ def verdict(
     }
 
 
-def parse_collections(text: str) -> frozenset[str]:
-    """``--debugger-collections losses,gradients`` (or ``all``) with a clear error for unknown names."""
-    names = {part.strip() for part in text.split(",") if part.strip()}
-    if names in ({"all"}, set()):
-        return frozenset(COLLECTIONS)
-    unknown = names - set(COLLECTIONS)
-    if unknown:
-        raise RuleSpecError(
-            f"unknown debugger collection(s) {', '.join(sorted(unknown))}; choose from {', '.join(COLLECTIONS)} or all"
-        )
-    return frozenset(names)
+def parse_collections(text: str) -> dict[str, int]:
+    """``--debugger-collections``: ``all``, or names with an optional interval each, e.g.
+    ``losses,gradients:10,weights:50,activations:100`` -> {name: interval}; 0 means ``--debugger-interval``."""
+    chosen: dict[str, int] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, has_interval, every = part.partition(":")
+        names = COLLECTIONS if name == "all" else (name,)
+        if name != "all" and name not in COLLECTIONS:
+            raise RuleSpecError(
+                f"unknown debugger collection(s) {name}; choose from {', '.join(COLLECTIONS)} or all "
+                "(each may take :STEPS, e.g. gradients:10)"
+            )
+        try:
+            interval = int(every) if has_interval else 0
+        except ValueError:
+            interval = -1
+        if interval < 0 or (has_interval and interval == 0):
+            raise RuleSpecError(f"{part!r}: the interval after ':' must be a whole number of steps, at least 1")
+        chosen.update(dict.fromkeys(names, interval))
+    return chosen or dict.fromkeys(COLLECTIONS, 0)
 
 
 def parse_window(text: str) -> tuple[int, int]:

@@ -32,12 +32,14 @@ class TensorStats:
     interval: int = 10
     collections: frozenset[str] = frozenset({"losses", "gradients", "weights", "biases", "activations"})
     records: list[dict[str, Any]] = field(default_factory=list)
+    intervals: dict[str, int] = field(default_factory=dict)  # per collection, where it differs from ``interval``
 
     def __post_init__(self) -> None:
         self._snapshot: dict[str, torch.Tensor] = {}
         self._hooks: list[Any] = []
         self._activations: dict[str, dict[str, float]] = {}
         self._capturing = False
+        self._active: frozenset[str] = frozenset()  # the collections this sampled step records
 
     def attach(self, model: nn.Module, next_step: int = 1) -> None:
         """Register activation hooks once (they record only on sampled steps) and arm for ``next_step``."""
@@ -52,13 +54,20 @@ class TensorStats:
             hook.remove()
         self._hooks.clear()
 
+    def due(self, global_step: int) -> frozenset[str]:
+        """The collections recorded at ``global_step`` (each every its own interval; all of them at step 1)."""
+        return frozenset(
+            c for c in self.collections if global_step == 1 or global_step % self.intervals.get(c, self.interval) == 0
+        )
+
     def wants(self, global_step: int) -> bool:
-        return global_step % self.interval == 0 or global_step == 1
+        return bool(self.due(global_step))
 
     def arm(self, model: nn.Module, global_step: int) -> None:
         """Before step ``global_step`` runs: snapshot the weights and arm the hooks when it is sampled."""
-        self._capturing = self.wants(global_step)
-        if self._capturing and {"weights", "biases"} & self.collections:
+        self._active = self.due(global_step)
+        self._capturing = bool(self._active)
+        if {"weights", "biases"} & self._active:
             self._snapshot = {n: p.detach().clone() for n, p in _named_trainable(model)}
 
     def on_step_end(self, trainer: Any, step: Any) -> None:
@@ -74,7 +83,8 @@ class TensorStats:
         # Every statistic stays on the device until one transfer at the end: no per-tensor sync on a GPU.
         names, rows = [], []
         nan = torch.tensor(float("nan"))
-        for name, parameter in _named_trainable(model):
+        wanted = bool({"gradients", "weights", "biases"} & self._active)
+        for name, parameter in _named_trainable(model) if wanted else []:
             if parameter.grad is None:  # no gradient reached it this step (frozen branch, unused head)
                 continue
             grad, weight = parameter.grad.detach().float(), parameter.detach().float()
@@ -99,9 +109,9 @@ class TensorStats:
         for (name, numel), (g_norm, g_mean, g_bad, w_norm, w_bad, previous, change) in zip(names, values, strict=True):
             kind = "biases" if name.endswith("bias") else "weights"
             entry: dict[str, float] = {"numel": numel}
-            if "gradients" in self.collections:
+            if "gradients" in self._active:
                 entry.update(grad_norm=g_norm, grad_mean_abs=g_mean, grad_nonfinite=g_bad)
-            if kind in self.collections:
+            if kind in self._active:
                 entry.update(weight_norm=w_norm, weight_nonfinite=w_bad)
                 if previous == previous:  # a snapshot was taken (not NaN)
                     entry["update_ratio"] = change / previous if previous > 0 else float("inf") if change else 0.0
@@ -112,9 +122,9 @@ class TensorStats:
             "params": params,
             "activations": {name: _resolved(stats) for name, stats in self._activations.items()},
         }
-        if "losses" in self.collections:
+        if "losses" in self._active:
             record["loss"] = step.loss
-        self._snapshot, self._activations = {}, {}
+        self._snapshot, self._activations, self._active = {}, {}, frozenset()
         self.records.append(record)
         return record
 
@@ -123,7 +133,8 @@ class TensorStats:
         rectifying = isinstance(module, RECTIFYING)
 
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
-            if not self._capturing or not isinstance(output, torch.Tensor):
+            # (validation runs in eval mode between a sampled step's arming and its forward pass: not recorded)
+            if "activations" not in self._active or not _module.training or not isinstance(output, torch.Tensor):
                 return
             # Activations can be large (batch x channels x 112 x 112): reductions that need no temporary tensor
             # run over all of it (sum, norm, per-channel maxima: a few ms each on a CPU); counts that do (zeros,

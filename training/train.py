@@ -131,7 +131,7 @@ def run(opts: argparse.Namespace, world: ddp.World, callbacks: Sequence[Any] = (
             labels,
             world,
             interval=opts.debugger_interval,
-            collections=rule_spec.parse_collections(opts.debugger_collections),
+            collections=rule_spec.parse_collections(opts.debugger_collections),  # {name: interval, 0: the default}
             rules=opts.debugger_rules,
             tensorboard_dir=opts.tensorboard_dir,
         )
