@@ -112,3 +112,18 @@ def test_each_collection_can_have_its_own_interval():
     with_gradients = [r["global_step"] for r in stats.records if r["params"]]
     assert with_activations == [1, 2, 4, 6] and with_gradients == [1, 5]
     assert all("grad_norm" in entry for r in stats.records if r["params"] for entry in r["params"].values())
+
+
+def test_activations_in_eval_mode_modules_are_recorded_but_validation_passes_are_not():
+    model = network()
+    model[1].eval()  # what freezing timm's BatchNormAct2d does to the activation inside it
+    stats = tensor_stats.TensorStats(interval=1)
+    train(model, stats, steps=1)
+    assert "1" in stats.records[0]["activations"]
+
+    stats = tensor_stats.TensorStats(interval=1)
+    stats.attach(model, next_step=1)  # armed for step 1, then validation runs first
+    with torch.inference_mode():
+        model(torch.randn(4, 8))
+    record = stats.after_step(model, SimpleNamespace(global_step=1, epoch=0, loss=1.0))
+    assert record["activations"] == {}

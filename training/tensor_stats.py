@@ -133,8 +133,9 @@ class TensorStats:
         rectifying = isinstance(module, RECTIFYING)
 
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
-            # (validation runs in eval mode between a sampled step's arming and its forward pass: not recorded)
-            if "activations" not in self._active or not _module.training or not isinstance(output, torch.Tensor):
+            # Validation (without gradients) runs between a sampled step's arming and its forward pass: not
+            # recorded. Not module.training: a frozen BatchNorm puts its fused activation in eval mode too.
+            if "activations" not in self._active or not torch.is_grad_enabled() or not isinstance(output, torch.Tensor):
                 return
             # Activations can be large (batch x channels x 112 x 112): reductions that need no temporary tensor
             # run over all of it (sum, norm, per-channel maxima: a few ms each on a CPU); counts that do (zeros,
