@@ -38,6 +38,27 @@ os.environ["POWERTOOLS_TRACE_DISABLED"] = "1"
 os.environ["POWERTOOLS_DEV"] = "0"
 
 
+@pytest.fixture
+def no_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine with no AWS credentials anywhere (environment, files, instance metadata); were a request sent
+    anyway, it would go nowhere."""
+    for name in (
+        *FAKE_CREDENTIALS,
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_ARN",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "empty").write_text("")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "empty"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "empty"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+
+
 @pytest.fixture(scope="session")
 def trained_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real model.tar.gz from training/train.py: a tiny network, one epoch on generated colour classes."""

@@ -425,25 +425,8 @@ def test_access_denied_is_a_clear_error(
     assert log.writes() == 0
 
 
-def test_no_credentials_is_a_clear_error(
-    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    for name in (
-        *FAKE_CREDENTIALS,
-        "AWS_PROFILE",
-        "AWS_DEFAULT_PROFILE",
-        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        "AWS_WEB_IDENTITY_TOKEN_FILE",
-        "AWS_ROLE_ARN",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    (tmp_path / "empty").write_text("")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "empty"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "empty"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # were a request sent, it would go nowhere
-
+@pytest.mark.usefixtures("no_credentials")
+def test_no_credentials_is_a_clear_error(dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, err = run_main([str(dataset), DEST], capsys)
 
     assert code == 1

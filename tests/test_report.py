@@ -763,25 +763,8 @@ def test_an_archive_escaping_its_dir_is_refused(tmp_path: Path, s3: Any, capsys:
     assert not (tmp_path / "escaped.json").exists() and not (downloads / "escaped.json").exists()
 
 
-def test_cli_without_credentials_says_how_to_configure_them(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    for name in (
-        *FAKE_CREDENTIALS,
-        "AWS_PROFILE",
-        "AWS_DEFAULT_PROFILE",
-        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        "AWS_WEB_IDENTITY_TOKEN_FILE",
-        "AWS_ROLE_ARN",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    (tmp_path / "empty").write_text("")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "empty"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "empty"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # were a request sent, it would go nowhere
-
+@pytest.mark.usefixtures("no_credentials")
+def test_cli_without_credentials_says_how_to_configure_them(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_cli([f"s3://{BUCKET}/jobs/x/output/output.tar.gz"], capsys)
 
     assert code == 2

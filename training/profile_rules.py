@@ -102,11 +102,9 @@ def evaluate(profile: Mapping[str, Any], spec: str = "") -> list[Verdict]:
 
 def low_gpu_utilization(profile: Mapping[str, Any], t: Mapping[str, float]) -> Verdict:
     samples, skipped = _samples(profile, t["patience"])
-    absent = _no_gpu(profile, samples)
-    if absent:
-        return _verdict("not_applicable", absent, "nothing to do")
-    if len(samples) < MIN_SAMPLES:
-        return _not_enough_samples(samples, skipped)
+    unjudged = _gpu_unjudged(profile, samples, skipped)
+    if unjudged:
+        return unjudged
     low, fluctuating, fine = [], [], []
     for gpu, values in _gpu_values(samples, "utilization_percent").items():
         windows = [(_quantile(w, 0.95), _quantile(w, 0.05)) for w in _windows(values, t["window"])]
@@ -161,11 +159,9 @@ def low_gpu_utilization(profile: Mapping[str, Any], t: Mapping[str, float]) -> V
 def cpu_bottleneck(profile: Mapping[str, Any], t: Mapping[str, float]) -> Verdict:
     samples, skipped = _samples(profile, t["patience"])
     if _is_gpu_run(profile):
-        absent = _no_gpu(profile, samples)
-        if absent:
-            return _verdict("not_applicable", absent, "nothing to do")
-        if len(samples) < MIN_SAMPLES:
-            return _not_enough_samples(samples, skipped)
+        unjudged = _gpu_unjudged(profile, samples, skipped)
+        if unjudged:
+            return unjudged
         bottlenecks = sum(
             1
             for s in samples
@@ -281,11 +277,9 @@ def dataloader(profile: Mapping[str, Any], t: Mapping[str, float]) -> Verdict:
 
 def batch_size(profile: Mapping[str, Any], t: Mapping[str, float]) -> Verdict:
     samples, skipped = _samples(profile, t["patience"])
-    absent = _no_gpu(profile, samples)
-    if absent:
-        return _verdict("not_applicable", absent, "nothing to do")
-    if len(samples) < MIN_SAMPLES:
-        return _not_enough_samples(samples, skipped)
+    unjudged = _gpu_unjudged(profile, samples, skipped)
+    if unjudged:
+        return unjudged
     findings, fine = [], []
     for gpu in sorted(_gpu_values(samples, "utilization_percent")):
         rows = [row for row in (_cpu_gpu_memory(s, gpu) for s in samples) if row]
@@ -465,6 +459,16 @@ def _not_enough_samples(samples: Sequence[Any], skipped: int) -> Verdict:
 
 def _is_gpu_run(profile: Mapping[str, Any]) -> bool:
     return profile.get("device") == "cuda" or bool(profile.get("gpu_count"))
+
+
+def _gpu_unjudged(profile: Mapping[str, Any], samples: Sequence[dict[str, Any]], skipped: int) -> Verdict | None:
+    """The not-applicable verdict of a rule that reads GPU samples, when there are none (or too few) to judge."""
+    absent = _no_gpu(profile, samples)
+    if absent:
+        return _verdict("not_applicable", absent, "nothing to do")
+    if len(samples) < MIN_SAMPLES:
+        return _not_enough_samples(samples, skipped)
+    return None
 
 
 def _no_gpu(profile: Mapping[str, Any], samples: Sequence[dict[str, Any]]) -> str:
