@@ -9,6 +9,8 @@ builds the model with its weights' own preprocessing, trains with the recipe (``
 validates each epoch (exact per-sample averages), checkpoints and resumes, then evaluates the best weights on
 the test split and writes: the model dir (model.pth, labels.json, config.json, code/) and, off SageMaker,
 ``model.tar.gz`` beside it; metrics.json, training_curves.png and confusion_matrix.png in the output dir.
+The debugger and profiler watch every run (``--debugger``/``--profiler on|off``; their rules may stop it) and
+write debugger.json, profiler.json, a torch.profiler trace and one report.html there too.
 Metrics print as ``valid_accuracy=0.8710;`` lines for SageMaker metric definitions.
 """
 
@@ -125,33 +127,7 @@ def run(opts: argparse.Namespace, world: ddp.World, callbacks: Sequence[Any] = (
     board = (
         tensorboard_log.TensorBoardCallback(opts.tensorboard_dir) if world.is_main and opts.tensorboard_dir else None
     )
-    debugger = (
-        debugger_module.Debugger(
-            opts.output_data_dir,
-            labels,
-            world,
-            interval=opts.debugger_interval,
-            collections=rule_spec.parse_collections(opts.debugger_collections),  # {name: interval, 0: the default}
-            rules=opts.debugger_rules,
-            tensorboard_dir=opts.tensorboard_dir,
-        )
-        if opts.debugger
-        else None
-    )
-    profiler = (
-        profiler_module.Profiler(
-            opts.output_data_dir,
-            world,
-            num_workers=max(0, opts.num_workers),
-            batch_size=opts.batch_size,
-            rules=opts.profiler_rules,
-            interval=opts.profiler_interval,
-            window=rule_spec.parse_window(opts.profiler_steps),
-        )
-        if opts.profiler
-        else None
-    )
-    smdebug = smdebug_adapter.SmdebugAdapter.create(model) if opts.smdebug == "auto" else None
+    debugger, profiler, smdebug = _watchers(opts, world, labels, model)
     watchers = [w for w in (debugger, profiler, smdebug) if w is not None]
     fit = trainer_module.Trainer(
         model=model,
@@ -333,6 +309,40 @@ def _environment(world: ddp.World) -> dict[str, Any]:
         "python": platform.python_version(),
         "world_size": world.size,
     }
+
+
+def _watchers(
+    opts: argparse.Namespace, world: ddp.World, labels: list[str], model: torch.nn.Module
+) -> tuple[debugger_module.Debugger | None, profiler_module.Profiler | None, Any]:
+    """The debugger, the profiler and smdebug's hook, as the flags ask (None where off)."""
+    debugger = (
+        debugger_module.Debugger(
+            opts.output_data_dir,
+            labels,
+            world,
+            interval=opts.debugger_interval,
+            collections=rule_spec.parse_collections(opts.debugger_collections),  # {name: interval, 0: the default}
+            rules=opts.debugger_rules,
+            tensorboard_dir=opts.tensorboard_dir,
+        )
+        if opts.debugger
+        else None
+    )
+    profiler = (
+        profiler_module.Profiler(
+            opts.output_data_dir,
+            world,
+            num_workers=max(0, opts.num_workers),
+            batch_size=opts.batch_size,
+            rules=opts.profiler_rules,
+            interval=opts.profiler_interval,
+            window=rule_spec.parse_window(opts.profiler_steps),
+        )
+        if opts.profiler
+        else None
+    )
+    smdebug = smdebug_adapter.SmdebugAdapter.create(model) if opts.smdebug == "auto" else None
+    return debugger, profiler, smdebug
 
 
 def _close_watchers(
