@@ -233,6 +233,9 @@ def print_summary(summary: dict[str, Any], twin: LocalTwin) -> None:
     print("  aws s3 cp photo.jpg s3://breedfilter-inbox-local/   # routes live (or boto3 with the exports)")
     print("  .venv/bin/breedfilter results --counts  # or --status REVIEW, --label LABEL, --format csv")
     print(f"  .venv/bin/breedfilter predict IMAGE... --model {short_path(Path(summary['model_path']))}")
+    run_dir = Path(summary["model_path"]).parent  # a model the demo trained keeps its training run beside it
+    if (run_dir / "output" / "report.html").is_file():
+        print(f"  .venv/bin/breedfilter report {short_path(run_dir)}   # how training went: rules, step times, plots")
     training = f" (training {summary['training_seconds']:.0f} s)" if summary.get("training_seconds") else ""
     print(f"demo wall time: {summary['wall_seconds']:.0f} s{training}; all local servers stopped.")
     print("next: `make test` runs every test; README.md has the cloud path (sam build / sam deploy).")

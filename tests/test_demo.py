@@ -80,6 +80,7 @@ def test_demo_trains_serves_routes_everything_once_and_cleans_up(demo_dirs, monk
         "exactly one sorted copy",
         "all local servers stopped",
         "breedfilter local up",
+        "# how training went",  # breedfilter report on the training run beside the model it made
     )
     for line in expected:
         assert line in printed, line
@@ -102,6 +103,8 @@ def test_demo_serves_a_given_artifact_without_training(demo_dirs, trained_artifa
     assert summary["labels_match"] is False  # its labels are colours, the images shapes: no accuracy claimed
     printed = capsys.readouterr().out
     assert "accuracy is not measured" in printed and "accuracy against the known labels" not in printed
+    # an artifact that train.py wrote has its run beside it: the demo points at that run's report
+    assert f"breedfilter report {trained_artifact.parent}" in printed
 
 
 @pytest.mark.parametrize(
