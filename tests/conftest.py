@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from moto import mock_aws
 
 from breedfilter.endpoint_server import EndpointServer
 from breedfilter.lambda_runtime import LambdaContext, load_handler
@@ -36,6 +38,17 @@ os.environ.update(FAKE_CREDENTIALS)
 os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
 os.environ["POWERTOOLS_TRACE_DISABLED"] = "1"
 os.environ["POWERTOOLS_DEV"] = "0"
+
+
+@pytest.fixture
+def moto_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """moto's in-process AWS with fake credentials (no endpoint or profile from the environment): an S3 client."""
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in {**FAKE_CREDENTIALS, "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        yield boto3.client("s3", region_name="us-east-1")
 
 
 @pytest.fixture

@@ -9,18 +9,15 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from breedfilter import data_upload
 from breedfilter.data_upload import UploadError, UploadReport, hash_file, parse_destination, upload_directory
-from breedfilter.local_aws import FAKE_CREDENTIALS
 
 BUCKET = "datasets"
 PREFIX = "dogs"
@@ -64,14 +61,8 @@ class CallLog:
 
 
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in {**FAKE_CREDENTIALS, "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        boto3.client("s3", region_name="us-east-1").create_bucket(Bucket=BUCKET)
-        yield
+def aws(moto_s3: Any) -> None:
+    moto_s3.create_bucket(Bucket=BUCKET)
 
 
 @pytest.fixture

@@ -19,20 +19,16 @@ import shutil
 import subprocess
 import sys
 import tarfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 from PIL import Image, ImageStat
 
 import report
 import step_timing
 import train
 from breedfilter import cli
-from breedfilter.local_aws import FAKE_CREDENTIALS
 from rule_spec import verdict
 from tests.image_datasets import make_dataset
 from tests.test_train_runs import quick_args
@@ -662,15 +658,9 @@ def test_cli_bad_local_inputs_exit_2_with_one_line(tmp_path: Path, capsys: pytes
 
 
 @pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    for name, value in {**FAKE_CREDENTIALS, "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        client = boto3.client("s3", region_name="us-east-1")
-        client.create_bucket(Bucket=BUCKET)
-        yield client
+def s3(moto_s3: Any) -> Any:
+    moto_s3.create_bucket(Bucket=BUCKET)
+    return moto_s3
 
 
 def output_archive(directory: Path) -> bytes:
