@@ -4,7 +4,8 @@
     breedfilter predict IMAGE... --endpoint NAME [--region REGION]     # sagemaker-runtime InvokeEndpoint
 
 Endpoint mode honours AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME (the local twin's endpoint server). One line per file:
-``FILE  label probability | label probability ...``, or ``FILE  error STATUS: reason``; ``--json`` prints the
+``FILE  label probability | label probability ...  -> verdict`` (sorted, or review: unknown / below the model's
+own threshold), or ``FILE  error STATUS: reason``; ``--json`` prints the
 endpoint's answers as JSON lines. Exit status 1 when any file was refused.
 """
 
@@ -102,8 +103,21 @@ def _reason(message: str) -> str:
 
 
 def line(path: Path, answer: dict[str, Any]) -> str:
+    """``FILE  label p | label p ...  -> verdict``: what the router would do with the model's own threshold."""
     top = " | ".join(f"{p['label']} {p['probability']:.3f}" for p in answer["predictions"])
-    return f"{path}  {top}"
+    return f"{path}  {top}  -> {verdict(answer)}"
+
+
+def verdict(answer: dict[str, Any]) -> str:
+    """``sorted``, ``review: unknown`` or ``review: below threshold T``; ``threshold?`` for an old model."""
+    score = answer.get("unknown_score")
+    if answer.get("known") is False:
+        return f"review: not one of the labels (unknown score {score:.4g})"
+    threshold = answer.get("threshold")
+    if threshold is None:
+        return "no threshold of its own (model trained before calibration)"
+    top = answer["predictions"][0]["probability"]
+    return "sorted" if top >= threshold else f"review: below its threshold {threshold:.3f}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -71,7 +71,7 @@ def make_artifact(
     (root / "config.json").write_text(json.dumps(config))
     code = root / "code"
     code.mkdir(exist_ok=True)
-    for name in ("inference.py", "imaging.py", "architectures.py"):
+    for name in ("inference.py", "imaging.py", "architectures.py", "open_set.py"):
         shutil.copy(TRAINING / name, code / name)
     (code / "requirements.txt").write_text("timm==1.0.31\n")
     return root
@@ -107,7 +107,9 @@ EXPECTED = torch.softmax(torch.tensor([0.0, 1.0, 3.0], dtype=torch.float64), 0).
 
 
 def assert_contract(answer: dict, top_k: int = 3) -> None:
-    assert set(answer) == {"predictions", "model"}
+    assert set(answer) == {"predictions", "model", "known", "unknown_score", "threshold"}
+    # an artifact without open_set.pt: raw softmax, every image known, no threshold of its own
+    assert answer["known"] is True and answer["unknown_score"] is None and answer["threshold"] is None
     assert answer["model"] == {"name": "breedfilter-test", "version": "20261121T1015Z-3f2a9c1b"}
     predictions = answer["predictions"]
     assert len(predictions) == top_k

@@ -54,8 +54,11 @@ def test_predict_with_the_artifact_prints_top_k_and_refuses_bad_files(
     assert lines[0].startswith("model breedfilter-test_efficientnet ")
     for path, text in zip(images[:3], lines[1:4], strict=True):
         assert text.startswith(f"{path}  ")
-        labels = [part.rsplit(" ", 1)[0] for part in text.removeprefix(f"{path}  ").split(" | ")]
+        ranked, verdict = text.removeprefix(f"{path}  ").split("  -> ")
+        labels = [part.rsplit(" ", 1)[0] for part in ranked.split(" | ")]
         assert sorted(labels) == sorted(LABELS)  # top-3 of 3 classes
+        # what the router would do, with the threshold train.py chose for this model on its valid split
+        assert verdict == "sorted" or verdict.startswith(("review: below its threshold", "review: not one of"))
     assert lines[4].startswith(f"{images[3]}  error 400: not a supported image")
 
 

@@ -23,6 +23,7 @@ import imaging
 TIMM_PREFIX = "timm/"
 _AUXILIARY_HEADS = frozenset({"googlenet", "inception_v3"})
 WEIGHTS_CHOICES = ("imagenet", "none", "PATH")
+PRETRAINED_HEAD_ATTRIBUTE = "breedfilter_pretrained_head"
 
 
 class WeightsUnavailable(RuntimeError):
@@ -47,6 +48,29 @@ def build_model(name: str, num_classes: int, weights: str = "none") -> nn.Module
     if weights != "none":
         load_backbone_state(model, Path(weights), name)
     return model
+
+
+def pretrained_head(model: nn.Module) -> dict[str, torch.Tensor] | None:
+    """The pretrained weights' own classifier (ImageNet's ``weight`` and ``bias``) that the new head replaced,
+    when it fits the same features; None for ``--weights none`` or weights without it. open_set.py uses it."""
+    head = getattr(model, PRETRAINED_HEAD_ATTRIBUTE, None)
+    return dict(head) if head else None
+
+
+def _keep_pretrained_head(model: nn.Module, state: Mapping[str, torch.Tensor], head_keys: set[str]) -> None:
+    """Remember the pretrained classifier (from ``state``) whose input is the new head's input."""
+    new_head = head_module(model)
+    weight_key = next((k for k in head_keys if k.endswith("weight")), None)
+    if weight_key is None or weight_key not in state or not isinstance(new_head, nn.Linear):
+        return
+    weight = state[weight_key]
+    if weight.ndim != 2 or weight.shape[1] != new_head.in_features:
+        return
+    kept = {"weight": weight.detach().float().cpu().clone()}
+    bias_key = weight_key.removesuffix("weight") + "bias"
+    if bias_key in state:
+        kept["bias"] = state[bias_key].detach().float().cpu().clone()
+    object.__setattr__(model, PRETRAINED_HEAD_ATTRIBUTE, kept)
 
 
 def default_preprocessing(name: str) -> imaging.Preprocessing:
@@ -119,6 +143,7 @@ def load_backbone_state(model: nn.Module, path: Path, name: str) -> None:
     state = dict(_unwrap_state(state))
     own = model.state_dict()
     head_keys = {k for k, _ in _prefixed(head_module(model), model)}
+    _keep_pretrained_head(model, state, head_keys)
     for key in head_keys & state.keys():
         if state[key].shape != own[key].shape:
             del state[key]  # an ImageNet head (1000 classes): ours stays freshly initialised
@@ -192,6 +217,7 @@ def _torchvision_imagenet(name: str, num_classes: int) -> nn.Module:
     except Exception as exc:  # URLError, socket errors, hash mismatch: all mean "no weights here"
         raise _offline_hint(name, exc, which=str(weights)) from exc
     head_keys = {k for k, _ in _prefixed(head_module(model), model)}
+    _keep_pretrained_head(model, state, head_keys)
     model.load_state_dict({k: v for k, v in state.items() if k not in head_keys}, strict=False)
     return model
 
@@ -214,7 +240,10 @@ def _timm(name: str, num_classes: int, pretrained: bool = False) -> nn.Module:
 
 def _timm_imagenet(name: str, num_classes: int) -> nn.Module:
     try:
-        return _timm(name, num_classes, pretrained=True)
+        model = _timm(name, num_classes, pretrained=True)
+        full = _timm_module().create_model(name.removeprefix(TIMM_PREFIX), pretrained=True)  # cached by now
+        _keep_pretrained_head(model, full.state_dict(), {k for k, _ in _prefixed(head_module(full), full)})
+        return model
     except UnknownArchitecture:
         raise
     except Exception as exc:  # huggingface_hub / requests errors when offline

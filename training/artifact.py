@@ -5,6 +5,7 @@ Layout (DESIGN.md, SageMaker PyTorch serving)::
     model.pth            state dict (loads with weights_only=True)
     labels.json          class names in index order
     config.json          architecture, preprocessing, sha256 of model.pth, version, metrics, hyperparameters
+    open_set.pt          calibration, unknown-image detector and thresholds (training/open_set.py; optional)
     code/inference.py    model_fn / input_fn / predict_fn / output_fn
     code/imaging.py      decoding and preprocessing, shared with training's evaluation
     code/architectures.py
@@ -34,7 +35,8 @@ WEIGHTS_FILE = "model.pth"
 LABELS_FILE = "labels.json"
 CONFIG_FILE = "config.json"
 HERE = Path(__file__).resolve().parent
-CODE_FILES = ("inference.py", "imaging.py", "architectures.py")
+OPEN_SET_FILE = "open_set.pt"
+CODE_FILES = ("inference.py", "imaging.py", "architectures.py", "open_set.py")
 CODE_REQUIREMENTS = HERE / "inference-requirements.txt"
 
 
@@ -48,20 +50,29 @@ def write_model_dir(
     state_dict: dict[str, torch.Tensor],
     labels: list[str],
     config: dict[str, Any],
+    open_set_state: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write weights, labels, config (completed with sha256, version, format) and code/; returns the config."""
+    """Write weights, labels, config (completed with sha256, version, format), the open-set state and code/;
+    returns the config."""
     if config.get("num_classes") != len(labels):
         raise ArtifactError(f"config says {config.get('num_classes')} classes, labels.json has {len(labels)}")
     model_dir.mkdir(parents=True, exist_ok=True)
     weights = model_dir / WEIGHTS_FILE
     torch.save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, weights)
     digest = sha256_file(weights)
+    decisions: dict[str, Any] = {}
+    if open_set_state is not None:
+        torch.save(open_set_state, model_dir / OPEN_SET_FILE)
+        decisions = {"open_set_file": OPEN_SET_FILE, "open_set_sha256": sha256_file(model_dir / OPEN_SET_FILE)}
+    else:
+        (model_dir / OPEN_SET_FILE).unlink(missing_ok=True)
     config = {
         "format": FORMAT,
         **config,
         "weights_file": WEIGHTS_FILE,
         "weights_sha256": digest,
         "labels_file": LABELS_FILE,
+        **decisions,
         "version": config.get("version") or make_version(digest),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "torch_version": torch.__version__,

@@ -8,8 +8,14 @@ One job: serve a breedfilter ``model.tar.gz`` (``model.pth`` + ``labels.json`` +
   ``application/octet-stream``), or a batch ``application/json`` ``{"images": ["<base64>", ...]}``
   (also ``{"instances": [{"b64": "<base64>"}, ...]}``), at most ``BREEDFILTER_MAX_BATCH`` (64) images.
 - Answer (``application/json``): ``{"predictions": [{"label", "index", "probability"}, ...top-k, best first],
-  "model": {"name", "version"}}``; a batch answers ``{"results": [<answer or {"error": {"reason", "status"}}>,
-  ...], "model": {...}}``, so one bad image does not fail the others.
+  "model": {"name", "version"}, "known": bool, "unknown_score": float|null, "threshold": float|null}``;
+  a batch answers ``{"results": [<answer or {"error": {"reason", "status"}}>, ...], "model": {...}}``, so one
+  bad image does not fail the others.
+- Decisions (``open_set.pt``, fitted by train.py; see training/open_set.py): probabilities are calibrated
+  (temperature scaling), ``known`` is false for an image of none of the labels (its ``unknown_score`` is above
+  the model's own unknown threshold), ``threshold`` is the model's own probability threshold, chosen on
+  validation for a target precision. An artifact without ``open_set.pt`` (trained before) still serves: raw
+  softmax, every image known, ``unknown_score`` and ``threshold`` null, and ``model_fn`` logs that it is so.
 - Bad input is a clear 4xx (``InferenceError``: 400 undecodable, 406 unacceptable Accept, 413 too many pixels or
   images, 415 unsupported content type); the container sends ``{"error": reason, "status": code}`` as the body.
 
@@ -43,6 +49,7 @@ from PIL import Image
 
 import architectures
 import imaging
+import open_set
 
 LOG = logging.getLogger("breedfilter.inference")
 
@@ -121,6 +128,8 @@ class LoadedModel:
     transform: Callable[[Image.Image], torch.Tensor]
     top_k: int
     decode: DecodeSettings
+    detector: open_set.Detector | None = None
+    tap: open_set.FeatureTap | None = None
 
     @property
     def identity(self) -> dict[str, str]:
@@ -144,6 +153,7 @@ class CheckedArtifact:
     num_classes: int
     architecture: str
     preprocessing: imaging.Preprocessing
+    open_set_path: Path | None = None
 
 
 def check_artifact(model_dir: str | os.PathLike[str]) -> CheckedArtifact:
@@ -178,7 +188,11 @@ def check_artifact(model_dir: str | os.PathLike[str]) -> CheckedArtifact:
     architecture = config.get("architecture")
     if not isinstance(architecture, str) or not architecture:
         raise ArtifactError(f"{root / CONFIG_FILE}: architecture must be a model name, not {architecture!r}")
-    return CheckedArtifact(config, labels, weights_path, num_classes, architecture, preprocessing)
+    open_set_path = None
+    if config.get("open_set_file") is not None:
+        open_set_path = _member(root, config["open_set_file"], "open_set_file")
+        _verify_sha256(open_set_path, config.get("open_set_sha256"), "open_set_sha256")
+    return CheckedArtifact(config, labels, weights_path, num_classes, architecture, preprocessing, open_set_path)
 
 
 def model_fn(model_dir: str) -> LoadedModel:
@@ -205,6 +219,14 @@ def model_fn(model_dir: str) -> LoadedModel:
         raise ArtifactError(f"{weights_path} does not fit {architecture} with {num_classes} classes: {exc}") from None
     network.requires_grad_(False)
     network = network.eval().to(device, memory_format=torch.channels_last)
+    detector = _load_detector(checked.open_set_path, network, num_classes)
+    if detector is None:
+        LOG.warning(
+            "%s has no open_set.pt (trained before calibration existed): probabilities are the raw softmax, every "
+            "image counts as one of the labels, and the answer has no threshold of its own; retrain with train.py "
+            "to get calibrated probabilities, unknown-image detection and a threshold for a target precision",
+            root,
+        )
 
     loaded = LoadedModel(
         model=network,
@@ -215,6 +237,8 @@ def model_fn(model_dir: str) -> LoadedModel:
         transform=imaging.eval_transform(preprocessing),
         top_k=top_k,
         decode=decode,
+        detector=detector,
+        tap=open_set.FeatureTap(architectures.head_module(network)) if detector is not None else None,
     )
     _decode = decode
     LOG.info(
@@ -255,15 +279,36 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def _verify_sha256(path: Path, expected: Any) -> None:
+def _verify_sha256(path: Path, expected: Any, key: str = "weights_sha256") -> None:
     if not isinstance(expected, str) or len(expected) != 64:
-        raise ArtifactError(f"{CONFIG_FILE}: weights_sha256 must be a 64-digit hex digest, not {expected!r}")
+        raise ArtifactError(f"{CONFIG_FILE}: {key} must be a 64-digit hex digest, not {expected!r}")
     actual = sha256_file(path)
     if actual != expected.lower():
         raise ArtifactError(
-            f"{path}: sha256 {actual} does not match {CONFIG_FILE} weights_sha256 {expected.lower()}: "
-            "the weights are corrupt or belong to another artifact"
+            f"{path}: sha256 {actual} does not match {CONFIG_FILE} {key} {expected.lower()}: "
+            "the file is corrupt or belongs to another artifact"
         )
+
+
+def _load_detector(path: Path | None, network: torch.nn.Module, num_classes: int) -> open_set.Detector | None:
+    """The calibration, unknown-image detector and thresholds in ``open_set.pt`` (None when the artifact has none)."""
+    if path is None:
+        return None
+    try:
+        detector = open_set.Detector.from_state(torch.load(path, map_location="cpu", weights_only=True))
+    except Exception as exc:  # unpickling refused, wrong format, missing keys
+        raise ArtifactError(f"{path}: not a usable open-set state ({type(exc).__name__}: {exc})") from None
+    if detector.method is not None and detector.method not in open_set.METHODS:
+        raise ArtifactError(f"{path}: unknown open-set method {detector.method!r}")
+    head = architectures.head_module(network)
+    features = getattr(head, "in_features", None)
+    bank = detector.stats.get("knn_bank")
+    if bank is not None and features is not None and bank.shape[1] != features:
+        raise ArtifactError(f"{path}: its kNN bank has {bank.shape[1]} features, the model {features}")
+    means = detector.stats.get("class_means")
+    if means is not None and means.shape[0] != num_classes:
+        raise ArtifactError(f"{path}: its class means are for {means.shape[0]} classes, the model has {num_classes}")
+    return detector
 
 
 def _read_labels(path: Path) -> tuple[str, ...]:
@@ -439,7 +484,7 @@ def _b64_item(item: Any, position: int) -> bytes:
 def predict_fn(input_data: Any, model: LoadedModel) -> dict[str, Any]:
     """The answer ``output_fn`` serialises: ``{"predictions", "model"}``, or ``{"results", "model"}`` for a batch."""
     if isinstance(input_data, Image.Image):
-        return {"predictions": _classify(model, [input_data])[0], "model": model.identity}
+        return {**_classify(model, [input_data])[0], "model": model.identity}
     if isinstance(input_data, imaging.ImageInputError):
         raise InferenceError.from_input(input_data)
     if isinstance(input_data, list):
@@ -451,29 +496,43 @@ def predict_fn(input_data: Any, model: LoadedModel) -> dict[str, Any]:
                 results[i] = {"error": {"reason": error.reason, "status": error.status}}
         if images:
             ranked = _classify(model, [image for _, image in images])
-            for (i, _), predictions in zip(images, ranked, strict=True):
-                results[i] = {"predictions": predictions, "model": model.identity}
+            for (i, _), answer in zip(images, ranked, strict=True):
+                results[i] = {**answer, "model": model.identity}
         return {"results": results, "model": model.identity}
     raise TypeError(f"predict_fn expects a PIL image or a list from input_fn, not {type(input_data).__name__}")
 
 
-def _classify(model: LoadedModel, images: list[Image.Image]) -> list[list[dict[str, Any]]]:
+def _classify(model: LoadedModel, images: list[Image.Image]) -> list[dict[str, Any]]:
+    """Per image: ``predictions`` (calibrated top-k), ``known``, ``unknown_score`` and ``threshold``."""
     batch = torch.stack([model.transform(image) for image in images])
     batch = batch.to(model.device, memory_format=torch.channels_last, non_blocking=True)
     with torch.inference_mode():
         logits = model.model(batch)
-        probabilities = torch.softmax(logits.double(), dim=1)
+        if model.detector is None or model.tap is None:
+            probabilities = torch.softmax(logits.double(), dim=1)
+            unknown_scores, known = None, torch.ones(len(images), dtype=torch.bool)
+            threshold = None
+        else:
+            probabilities, unknown_scores, known = model.detector.decide(logits, model.tap.take())
+            threshold = model.detector.probability_threshold
         top = probabilities.topk(model.top_k, dim=1, sorted=True)
     values, indices = top.values.cpu().tolist(), top.indices.cpu().tolist()
+    scores = None if unknown_scores is None else unknown_scores.cpu().tolist()
+    known_list = known.cpu().tolist()
     answers = []
-    for row_values, row_indices in zip(values, indices, strict=True):
-        if not all(math.isfinite(v) for v in row_values):
+    for row, (row_values, row_indices) in enumerate(zip(values, indices, strict=True)):
+        if not all(math.isfinite(v) for v in row_values) or (scores is not None and not math.isfinite(scores[row])):
             raise InferenceError(500, "the model produced non-finite scores")
         answers.append(
-            [
-                {"label": model.labels[index], "index": int(index), "probability": float(value)}
-                for value, index in zip(row_values, row_indices, strict=True)
-            ]
+            {
+                "predictions": [
+                    {"label": model.labels[index], "index": int(index), "probability": float(value)}
+                    for value, index in zip(row_values, row_indices, strict=True)
+                ],
+                "known": bool(known_list[row]),
+                "unknown_score": None if scores is None else float(scores[row]),
+                "threshold": threshold,
+            }
         )
     return answers
 

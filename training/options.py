@@ -219,6 +219,34 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         "--package", type=str2bool, default=not on_sagemaker, help="write model.tar.gz (SageMaker tars model-dir)"
     )
     out.add_argument("--top-k", type=positive_int, default=3, help="predictions the endpoint returns")
+
+    trust = parser.add_argument_group(
+        "decisions (training/open_set.py): calibration, unknown images, thresholds chosen on the valid split"
+    )
+    trust.add_argument(
+        "--target-precision",
+        type=_fraction,
+        default=0.99,
+        help="precision of SORTED images the probability threshold is chosen for",
+    )
+    trust.add_argument(
+        "--known-keep",
+        type=_fraction,
+        default=0.95,
+        help="share of images of the labels the unknown-image threshold keeps",
+    )
+    trust.add_argument(
+        "--unknown-method",
+        choices=["auto", "none", "msp", "energy", "knn", "mahalanobis", "imagenet_prior"],
+        default="auto",
+        help="how the endpoint recognises images of none of the labels (auto: imagenet_prior with the pretrained "
+        "network's ImageNet head, else knn; measured by bench/open_set.py)",
+    )
+    trust.add_argument(
+        "--unknowns",
+        type=Path,
+        help="optional folder of images of none of the labels (any depth): measured and shown in the report",
+    )
     out.add_argument("--name", default="", help="model name in the endpoint's answers (default breedfilter-MODEL)")
     return parser
 
@@ -241,6 +269,11 @@ def parse_options(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
         options.tensorboard_dir = options.output_data_dir / "tensorboard"
     if options.image_size < 0:
         parser.error("--image-size must be >= 0")
+    if options.unknown_method == "imagenet_prior" and options.weights == "none":
+        parser.error(
+            f"--unknown-method {options.unknown_method} needs the pretrained network's ImageNet head: "
+            "not with --weights none (use knn, mahalanobis, energy or msp)"
+        )
     _check_debugging(options, parser)
     options.name = options.name or f"breedfilter-{options.model.removeprefix('timm/')}"
     return options
@@ -304,6 +337,13 @@ def hyperparameter_file_flags(path: Path, parser: argparse.ArgumentParser) -> li
 def hyperparameters(options: argparse.Namespace) -> dict[str, Any]:
     """The options as JSON-safe values, stored in config.json and metrics.json."""
     return json.loads(json.dumps(vars(options), default=str))
+
+
+def _fraction(value: str) -> float:
+    number = float(value)
+    if not 0.0 < number < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number strictly between 0 and 1, not {value}")
+    return number
 
 
 def _optional_path(value: str) -> Path | str | None:

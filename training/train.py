@@ -37,6 +37,7 @@ import artifact
 import checkpoints
 import ddp
 import debugger as debugger_module
+import decision_fit
 import evaluation
 import imagefolder
 import imaging
@@ -161,6 +162,16 @@ def run(opts: argparse.Namespace, world: ddp.World, callbacks: Sequence[Any] = (
         profiler.start()
     try:
         history = fit.fit()
+    except trainer_module.TrainingDiverged:  # never deployable: no model artifact, metrics.json says why
+        _close_watchers(debugger, profiler, opts, world, report=False)
+        if world.is_main:
+            summary = _summary(opts, index, pre, fit.history, fit, None, time.perf_counter() - started, world)
+            opts.output_data_dir.mkdir(parents=True, exist_ok=True)
+            text = json.dumps({**summary, "diverged": True}, indent=1) + "\n"
+            (opts.output_data_dir / "metrics.json").write_text(text, encoding="utf-8")
+            if opts.report:
+                _write_report(opts.output_data_dir)
+        raise
     except BaseException:
         _close_watchers(debugger, profiler, opts, world, report=True)  # what was seen until the failure
         raise
@@ -187,9 +198,12 @@ def run(opts: argparse.Namespace, world: ddp.World, callbacks: Sequence[Any] = (
         if world.is_main:
             log.info(trainer_module.metric_line({"test_loss": test.loss, "test_accuracy": test.accuracy}))
 
+    decisions = (
+        decision_fit.fit_decisions(opts, model, index, pre, world.device, fit.autocast_dtype) if world.is_main else None
+    )
     summary = _summary(opts, index, pre, history, fit, test, time.perf_counter() - started, world)
     if world.is_main:
-        _write_outputs(opts, model, labels, pre, summary, test)
+        _write_outputs(opts, model, labels, pre, summary, test, decisions)
         if opts.report:
             _write_report(opts.output_data_dir)
     ddp.barrier()
@@ -385,6 +399,7 @@ def _write_outputs(
     pre: imaging.Preprocessing,
     summary: dict[str, Any],
     test: evaluation.Evaluation | None,
+    decisions: Any = None,
 ) -> None:
     out = opts.output_data_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -407,8 +422,12 @@ def _write_outputs(
             "top_k": min(opts.top_k, len(labels)),
             "metrics": metrics,
             "hyperparameters": summary["hyperparameters"],
+            **({"open_set": decision_fit.config_entry(decisions)} if decisions is not None else {}),
         },
+        open_set_state=None if decisions is None else decisions.detector.state(),
     )
+    if decisions is not None:
+        summary["decisions"] = config["open_set"]
     summary["model_version"] = config["version"]
     (out / "metrics.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     written = [opts.model_dir, out / "metrics.json"]
@@ -442,3 +461,6 @@ if __name__ == "__main__":
     except checkpoints.CheckpointMismatch as exc:
         print(f"train.py: {exc}", file=sys.stderr)
         sys.exit(2)
+    except trainer_module.TrainingDiverged as exc:  # no model was written (metrics.json says "diverged": true)
+        print(f"train.py: {exc}", file=sys.stderr)
+        sys.exit(3)
