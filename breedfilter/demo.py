@@ -144,7 +144,7 @@ def summarise(snapshot: Snapshot, objects: list[DemoObject]) -> dict[str, Any]:
         "by_status": dict(Counter(item["status"] for item in items)),
         "per_label": dict(sorted(Counter(i["label"] for i in items if i["status"] == "SORTED").items())),
         "review": sorted(
-            (i["source_key"], i["top_label"], float(i["confidence"]), truth.get(i["source_key"]))
+            (i["source_key"], i["top_label"], float(i["confidence"]), truth.get(i["source_key"]), i.get("reason", ""))
             for i in items
             if i["status"] == "REVIEW"
         ),
@@ -206,10 +206,13 @@ def print_summary(summary: dict[str, Any], twin: LocalTwin) -> None:
         )
         for key, guess, truth in summary["mistakes"]:
             print(f"  sorted wrongly: {key} as {guess} (it is {truth})")
-    print(f"review ({len(summary['review'])}): below the confidence threshold, top guess kept")
-    for key, label, confidence, truth in summary["review"]:
+    print(
+        f"review ({len(summary['review'])}): below the model's threshold, or not like any of its labels "
+        "(unknown_label); top guess kept"
+    )
+    for key, label, confidence, truth, reason in summary["review"]:
         known = f"; it is {truth}" if truth and summary["labels_match"] else ""
-        print(f"  {key:38s} top guess {label} ({confidence:.2f}{known})")
+        print(f"  {key:38s} {reason}: top guess {label} ({confidence:.2f}{known})")
     print(f"rejected ({len(summary['rejected'])}):")
     for key, reason, detail in summary["rejected"]:
         print(f"  {key:38s} {reason}: {textwrap.shorten(detail, 72, placeholder='...')}")

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 
-# Every number train.py prints per epoch (trainer.metric_line) and after the test (train.py); order as printed.
+# Every number train.py prints per epoch (trainer.metric_line), after the test (train.py) and after fitting its
+# decisions (decision_fit.py); order as printed.
 NAMES = (
     "epoch",
     "train_loss",
@@ -22,6 +23,10 @@ NAMES = (
     "best_valid_accuracy",
     "test_loss",
     "test_accuracy",
+    # after training (training/decision_fit.py): the chosen threshold and what it is expected to give
+    "probability_threshold",
+    "expected_coverage",
+    "ece_after",
 )
 # A float as Python formats it (0.8710, 7.42e-05, 3); nan/inf never match, so SageMaker never sees them.
 _NUMBER = r"([-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)"

@@ -20,9 +20,11 @@ import torch
 from PIL import Image
 
 import architectures
+import decision_fit
 import inference
 import open_set
 import train
+from breedfilter import metrics
 from tests.image_datasets import make_dataset, make_image
 from tests.test_train_runs import quick_args
 
@@ -71,6 +73,14 @@ def test_train_writes_the_decisions_into_the_artifact_and_the_run_files(run):
     assert len(written["calibration"]["reliability"]["after"]) == open_set.ECE_BINS
     with (out / "model" / "config.json").open() as handle:  # strict JSON: no NaN anywhere
         json.load(handle, parse_constant=lambda c: pytest.fail(f"{c} in config.json"))
+
+
+def test_the_decisions_print_as_metrics_sagemaker_scrapes(run):
+    written = json.loads((run[0] / "output" / "open_set.json").read_text())
+    scraped = metrics.scrape(decision_fit.metric_line(written))
+    assert scraped["probability_threshold"] == pytest.approx(written["thresholds"]["probability"], rel=1e-5)
+    assert scraped["expected_coverage"] == pytest.approx(written["thresholds"]["expected"]["coverage"], rel=1e-5)
+    assert scraped["ece_after"] == pytest.approx(written["calibration"]["ece_after"], rel=1e-5)
 
 
 def test_the_artifact_state_loads_with_weights_only(run):
