@@ -1,5 +1,10 @@
 """A stand-in model for the router's tests: it names an image's dominant colour (red, green or blue).
 
+It answers the endpoint contract in full: top-k probabilities, ``known`` (false for an image with no clear
+colour, such as grey, white or black: none of its labels), an ``unknown_score`` (1 - the colour's saturation:
+1.0 for grey) and its own ``threshold``. ``ColourModel(open_set=False)`` answers as artifacts from before
+open-set recognition did, without those three fields; ``threshold=None`` leaves out only the threshold.
+
 It decodes with Pillow exactly as a real model must (bad bytes and truncated files are a 4xx), so the router's
 tests exercise real decoding in milliseconds and without torch; only the "classifier" is trivial. The demo,
 ``breedfilter local up`` and the end-to-end tests serve a trained ``model.tar.gz`` through
@@ -23,14 +28,27 @@ from breedfilter.endpoint_server import BadInput
 
 LABELS = ("red", "green", "blue")
 MODEL = {"name": "stand-in-colour", "version": "0"}
+THRESHOLD = 0.6
+MIN_SATURATION = 0.25  # below it (max - min channel mean, 0..1) the image has no colour: unknown
 
 
 class ColourModel:
     """``predict(body, content_type)`` -> the endpoint contract's answer; ``BadInput`` for undecodable bytes."""
 
-    def __init__(self, top_k: int = 3, sharpness: float = 12.0):
+    def __init__(
+        self,
+        top_k: int = 3,
+        sharpness: float = 12.0,
+        *,
+        threshold: float | None = THRESHOLD,
+        min_saturation: float = MIN_SATURATION,
+        open_set: bool = True,
+    ):
         self.top_k = top_k
         self.sharpness = sharpness
+        self.threshold = threshold
+        self.min_saturation = min_saturation
+        self.open_set = open_set
 
     def __call__(self, body: bytes, content_type: str) -> dict[str, Any]:
         try:
@@ -47,7 +65,14 @@ class ColourModel:
             key=lambda p: p["probability"],
             reverse=True,
         )
-        return {"predictions": ranked[: self.top_k], "model": dict(MODEL)}
+        answer: dict[str, Any] = {"predictions": ranked[: self.top_k], "model": dict(MODEL)}
+        if self.open_set:
+            saturation = max(means) - min(means)
+            answer["known"] = saturation >= self.min_saturation
+            answer["unknown_score"] = round(1.0 - saturation, 6)
+            if self.threshold is not None:
+                answer["threshold"] = self.threshold
+        return answer
 
 
 if __name__ == "__main__":

@@ -6,7 +6,16 @@ import io
 
 from PIL import Image
 
-COLOURS = {"red": (220, 20, 20), "green": (20, 200, 30), "blue": (25, 30, 210), "grey": (128, 128, 128)}
+# For the stand-in colour model: red, green and blue are its labels; grey has no colour (none of its labels);
+# purple is torn between red and blue (known, below its threshold); rose is mostly red (known, about 0.87).
+COLOURS = {
+    "red": (220, 20, 20),
+    "green": (20, 200, 30),
+    "blue": (25, 30, 210),
+    "grey": (128, 128, 128),
+    "purple": (160, 30, 160),
+    "rose": (170, 30, 130),
+}
 
 
 def image_bytes(colour: str = "red", fmt: str = "JPEG", size: tuple[int, int] = (48, 40), mode: str = "RGB") -> bytes:

@@ -18,6 +18,11 @@ from routing.decision import (
     REVIEW,
     REVIEW_PREFIX,
     SORTED,
+    THRESHOLD_DEFAULT,
+    THRESHOLD_FROM_MODEL,
+    THRESHOLD_FROM_SETTING,
+    UNKNOWN_LABEL,
+    applied_threshold,
     destination_key,
     from_prediction,
     label_prefix,
@@ -34,15 +39,17 @@ MODEL = {"name": "breedfilter-resnet50", "version": "2025-11-20.3"}
 ISO_MILLIS_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 
 
-def prediction(*ranked: tuple[str, float], latency_ms: float = 41.27) -> Prediction:
+def prediction(*ranked: tuple[str, float], latency_ms: float = 41.27, **open_set: Any) -> Prediction:
+    """An answer; ``known``, ``unknown_score`` and ``threshold`` as keywords (absent: an old artifact's)."""
     return Prediction(
         predictions=[{"label": label, "index": i, "probability": p} for i, (label, p) in enumerate(ranked)],
         model=dict(MODEL),
         latency_ms=latency_ms,
+        **open_set,
     )
 
 
-def decide(pred: Prediction, *, threshold: float = 0.6, top_k: int = 3, size: int = 48213) -> dict[str, Any]:
+def decide(pred: Prediction, *, threshold: float | None = 0.6, top_k: int = 3, size: int = 48213) -> dict[str, Any]:
     return from_prediction(pred, threshold=threshold, top_k=top_k, size=size, sniffed=JPEG)
 
 
@@ -87,8 +94,84 @@ def test_below_threshold_goes_to_review_with_reason_and_detail() -> None:
     assert d["top_label"] == "Beagle"
     assert d["confidence"] == 0.41
     assert d["reason"] == BELOW_THRESHOLD
-    assert d["detail"] == "top probability 0.41 < threshold 0.6"
+    assert d["detail"] == "top probability 0.41 < threshold 0.6 (set by CONFIDENCE_THRESHOLD)"
     assert [p["label"] for p in d["top_k"]] == ["Beagle", "Harrier", "Basset Hound"]
+
+
+# -- open set: known, unknown_score and the model's own threshold ---------------------------------------------
+
+
+def test_unknown_image_goes_to_review_with_its_top_guess_whatever_its_probability() -> None:
+    pred = prediction(("Beagle", 0.97), ("Harrier", 0.02), known=False, unknown_score=0.934, threshold=0.7)
+    d = decide(pred, threshold=None)
+    assert d["status"] == REVIEW and d["prefix"] == REVIEW_PREFIX
+    assert d["reason"] == UNKNOWN_LABEL == "unknown_label"
+    assert d["detail"] == "not any of the model's labels (the model answered known=false, unknown score 0.934)"
+    assert "label" not in d  # not listed under any label
+    assert d["top_label"] == "Beagle" and d["confidence"] == 0.97
+    assert [p["label"] for p in d["top_k"]] == ["Beagle", "Harrier"]
+    assert d["known"] is False and d["unknown_score"] == 0.934
+    assert d["threshold"] == 0.7 and d["threshold_source"] == THRESHOLD_FROM_MODEL
+
+
+def test_unknown_wins_over_a_threshold_set_to_zero() -> None:
+    d = decide(prediction(("Beagle", 1.0), known=False), threshold=0.0)
+    assert d["status"] == REVIEW and d["reason"] == UNKNOWN_LABEL
+    assert d["detail"] == "not any of the model's labels (the model answered known=false)"
+    assert "unknown_score" not in d
+
+
+def test_models_own_threshold_is_applied_by_default() -> None:
+    pred = prediction(("Beagle", 0.75), known=True, unknown_score=0.1, threshold=0.8)
+    d = decide(pred, threshold=None)
+    assert d["status"] == REVIEW and d["reason"] == BELOW_THRESHOLD
+    assert d["detail"] == "top probability 0.75 < threshold 0.8 (the model's own)"
+    assert d["threshold"] == 0.8 and d["threshold_source"] == THRESHOLD_FROM_MODEL
+    assert d["known"] is True and d["unknown_score"] == 0.1
+    low = decide(prediction(("Beagle", 0.55), known=True, threshold=0.5), threshold=None)
+    assert low["status"] == SORTED and low["label"] == "Beagle"  # 0.55 would be review under the old 0.6
+    assert low["threshold"] == 0.5 and low["threshold_source"] == THRESHOLD_FROM_MODEL
+    assert "detail" not in low and "reason" not in low
+
+
+def test_a_number_setting_overrides_the_models_threshold() -> None:
+    pred = prediction(("Beagle", 0.75), known=True, threshold=0.5)
+    d = decide(pred, threshold=0.8)
+    assert d["status"] == REVIEW and d["reason"] == BELOW_THRESHOLD
+    assert d["threshold"] == 0.8 and d["threshold_source"] == THRESHOLD_FROM_SETTING
+    assert d["detail"] == "top probability 0.75 < threshold 0.8 (set by CONFIDENCE_THRESHOLD)"
+    lenient = decide(prediction(("Beagle", 0.75), known=True, threshold=0.9), threshold=0.7)
+    assert lenient["status"] == SORTED and lenient["threshold_source"] == THRESHOLD_FROM_SETTING
+
+
+def test_an_old_answer_is_known_and_falls_back_to_0_6_saying_so() -> None:
+    old = prediction(("Beagle", 0.65), ("Harrier", 0.3))  # no known, unknown_score or threshold
+    d = decide(old, threshold=None)
+    assert d["status"] == SORTED and d["label"] == "Beagle"
+    assert d["known"] is True and "unknown_score" not in d
+    assert d["threshold"] == 0.6 and d["threshold_source"] == THRESHOLD_DEFAULT
+    assert d["detail"] == "threshold 0.6: the router's fallback: the model's answer carries no threshold"
+    unsure = decide(prediction(("Beagle", 0.55)), threshold=None)
+    assert unsure["status"] == REVIEW and unsure["reason"] == BELOW_THRESHOLD
+    assert unsure["detail"] == (
+        "top probability 0.55 < threshold 0.6 (the router's fallback: the model's answer carries no threshold)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("setting", "answer_threshold", "applied"),
+    [
+        (None, 0.42, (0.42, THRESHOLD_FROM_MODEL)),
+        (None, None, (0.6, THRESHOLD_DEFAULT)),
+        (0.9, 0.42, (0.9, THRESHOLD_FROM_SETTING)),
+        (0.0, None, (0.0, THRESHOLD_FROM_SETTING)),  # zero is a setting, not "unset"
+        (None, 0.0, (0.0, THRESHOLD_FROM_MODEL)),
+    ],
+)
+def test_applied_threshold_and_its_source(
+    setting: float | None, answer_threshold: float | None, applied: tuple[float, str]
+) -> None:
+    assert applied_threshold(prediction(("Pug", 0.5), threshold=answer_threshold), setting) == applied
 
 
 def test_threshold_one_sends_everything_but_certainty_to_review() -> None:
@@ -246,6 +329,7 @@ def test_reason_codes_are_stable_and_distinct() -> None:
         decision.UNSUPPORTED_FORMAT,
         decision.MODEL_REJECTED,
         decision.BELOW_THRESHOLD,
+        decision.UNKNOWN_LABEL,
     ]
     assert codes == [
         "empty",
@@ -254,6 +338,7 @@ def test_reason_codes_are_stable_and_distinct() -> None:
         "unsupported_format",
         "model_rejected",
         "below_threshold",
+        "unknown_label",
     ]
 
 
@@ -283,6 +368,24 @@ def test_metadata_for_review_carries_top_label_and_reason() -> None:
     assert unquote(meta["breedfilter-label"]) == "Labrador Retriever"
     assert meta["breedfilter-reason"] == "below_threshold"
     assert meta["breedfilter-source-revision"] == "e:45c48cce2e2d7fbdea1afc51c7c6ad26"
+
+
+def test_metadata_carries_known_unknown_score_and_the_applied_threshold() -> None:
+    source = SourceObject("inbox", "uploads/cat.jpg", version_id="v1")
+    pred = prediction(("Beagle", 0.88), known=False, unknown_score=0.91, threshold=0.7)
+    meta = object_metadata(source, decide(pred, threshold=None))
+    assert meta["breedfilter-status"] == "REVIEW"
+    assert meta["breedfilter-reason"] == "unknown_label"
+    assert unquote(meta["breedfilter-label"]) == "Beagle"  # the top guess, as for any review
+    assert meta["breedfilter-known"] == "false"
+    assert meta["breedfilter-unknown-score"] == "0.91"
+    assert meta["breedfilter-threshold"] == "0.7"
+    assert meta["breedfilter-threshold-source"] == "model"
+    sorted_meta = object_metadata(source, decide(prediction(("Beagle", 0.9)), threshold=None))
+    assert sorted_meta["breedfilter-known"] == "true" and sorted_meta["breedfilter-threshold-source"] == "default"
+    assert "breedfilter-unknown-score" not in sorted_meta
+    rejected = object_metadata(source, reject(decision.EMPTY, "empty", size=0))
+    assert not any(k in rejected for k in ("breedfilter-known", "breedfilter-threshold"))
 
 
 @pytest.mark.parametrize(

@@ -40,6 +40,7 @@ def test_ping_and_container_invocations(endpoint, model):
     assert {"label", "index", "probability"} <= set(answer["predictions"][0])
     assert answer["model"] == {"name": "stand-in-colour", "version": "0"}
     assert sum(p["probability"] for p in answer["predictions"]) == pytest.approx(1.0)
+    assert answer["known"] is True and answer["threshold"] == 0.6 and 0.0 <= answer["unknown_score"] < 0.75
 
 
 @pytest.mark.parametrize(
@@ -88,6 +89,15 @@ def test_client_returns_ranked_predictions(endpoint, model, monkeypatch):
     assert answer.latency_ms > 0
 
 
+def test_client_reads_known_unknown_score_and_threshold(endpoint, model, monkeypatch):
+    model.reset()
+    blue = client(endpoint, monkeypatch).classify(image_bytes("blue"), "image/jpeg")
+    assert blue.known is True and blue.threshold == 0.6 and blue.unknown_score is not None
+    grey = client(endpoint, monkeypatch).classify(image_bytes("grey"), "image/jpeg")
+    assert grey.known is False and grey.unknown_score == pytest.approx(1.0) and grey.threshold == 0.6
+    assert grey.predictions  # the top guess is kept even for an image of none of the labels
+
+
 def test_client_maps_model_4xx_to_rejection(endpoint, model, monkeypatch):
     model.reset()
     with pytest.raises(EndpointRejected) as caught:
@@ -116,6 +126,61 @@ def test_client_unknown_endpoint_is_unavailable_not_rejected(endpoint, monkeypat
 def test_answers_outside_the_contract_are_unavailable(payload):
     with pytest.raises(EndpointUnavailable):
         parse_answer(payload, 1.0)
+
+
+ONE = '{"predictions": [{"label": "Beagle", "index": 0, "probability": 0.9}], "model": {"name": "m", "version": "1"}'
+
+
+def answer(extra: str = "") -> bytes:
+    return (ONE + extra + "}").encode()
+
+
+def test_an_answer_without_the_open_set_fields_is_known_with_no_threshold():
+    parsed = parse_answer(answer(), 1.0)
+    assert parsed.known is True and parsed.unknown_score is None and parsed.threshold is None
+    nulls = parse_answer(answer(', "unknown_score": null, "threshold": null'), 1.0)
+    assert nulls.known is True and nulls.unknown_score is None and nulls.threshold is None
+
+
+@pytest.mark.parametrize(
+    ("extra", "known", "unknown_score", "threshold"),
+    [
+        (', "known": true, "unknown_score": 0.12, "threshold": 0.73', True, 0.12, 0.73),
+        (', "known": false, "unknown_score": 7.5, "threshold": 0.5', False, 7.5, 0.5),
+        (', "known": false, "unknown_score": -3, "threshold": 1', False, -3.0, 1.0),
+        (', "known": false', False, None, None),
+        (', "threshold": 0', True, None, 0.0),
+    ],
+    ids=["known", "unknown", "integers", "known-only", "threshold-zero"],
+)
+def test_open_set_fields_are_parsed(extra, known, unknown_score, threshold):
+    parsed = parse_answer(answer(extra), 1.0)
+    assert parsed.known is known and parsed.unknown_score == unknown_score and parsed.threshold == threshold
+    assert parsed.threshold is None or isinstance(parsed.threshold, float)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ', "known": "false"',
+        ', "known": 0',
+        ', "known": null',
+        ', "unknown_score": "high"',
+        ', "unknown_score": true',
+        ', "unknown_score": NaN',
+        ', "unknown_score": Infinity',
+        ', "unknown_score": 1' + "0" * 400,
+        ', "threshold": 1.2',
+        ', "threshold": -0.1',
+        ', "threshold": "0.6"',
+        ', "threshold": false',
+        ', "threshold": NaN',
+        ', "threshold": [0.6]',
+    ],
+)
+def test_open_set_fields_of_the_wrong_type_are_outside_the_contract(extra):
+    with pytest.raises(EndpointUnavailable, match="outside the contract"):
+        parse_answer(answer(extra), 1.0)
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ def routed(harness: Any) -> Any:
     for name in ("red-1", "red-2", "blue-1"):
         harness.put(f"in/{name}.jpg", image_bytes(name.split("-")[0]))
         harness.drain()  # one at a time: decided_at orders them
-    harness.put("in/grey.jpg", image_bytes("grey"))
+    harness.put("in/grey.jpg", image_bytes("grey"))  # none of the stand-in model's labels: review, unknown_label
     harness.put("in/notes.jpg", TEXT_AS_JPG)
     harness.drain()
     return harness
@@ -46,6 +46,7 @@ def test_by_status_shows_what_needs_review_and_what_was_rejected(routed: Any, ca
     lines = out.splitlines()
     assert lines[0].split() == list(results.COLUMNS)
     assert len(lines) == 2 and "REVIEW" in lines[1] and "s3://breedfilter-inbox-local/in/grey.jpg" in lines[1]
+    assert lines[1].split()[-1] == "unknown_label"  # the reason column says why it needs review
     code, out, _ = run(capsys, "--status", "REJECTED", "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(out)))
     assert [r["source"] for r in rows] == ["s3://breedfilter-inbox-local/in/notes.jpg"]

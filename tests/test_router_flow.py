@@ -5,9 +5,12 @@ the poller (Lambda's event source mapping) -> lambda_handler -> sorted bucket + 
 from __future__ import annotations
 
 import json
+import os
+from decimal import Decimal
 
 import pytest
 
+from breedfilter.stand_in_model import ColourModel
 from tests.images import HEIC_HEADER, TEXT_AS_JPG, image_bytes, truncated_jpeg
 
 
@@ -43,13 +46,80 @@ def test_sorted_copy_carries_the_decision_in_metadata(harness):
 
 
 def test_unsure_prediction_goes_to_review_with_top_k(harness):
-    harness.put("grey.jpg", image_bytes("grey"))
+    harness.put("purple.png", image_bytes("purple", "PNG"))  # torn between red and blue: about 0.5 each
     harness.drain()
-    assert harness.keys(harness.sorted) == ["review/grey.jpg"]
-    item = harness.item_for("grey.jpg")
+    assert harness.keys(harness.sorted) == ["review/purple.png"]
+    item = harness.item_for("purple.png")
     assert item["status"] == "REVIEW" and "label" not in item  # not listed under any label
-    assert item["reason"] == "below_threshold" and item["top_label"] in ("red", "green", "blue")
+    assert item["reason"] == "below_threshold" and item["top_label"] in ("red", "blue")
+    assert item["known"] is True and item["threshold"] == Decimal("0.6") and item["threshold_source"] == "model"
+    assert item["detail"].endswith("< threshold 0.6 (the model's own)")
     assert len(item["top_k"]) == 3
+
+
+def test_image_of_none_of_the_labels_goes_to_review_as_unknown_label(harness):
+    assert os.environ["CONFIDENCE_THRESHOLD"] == "model"  # template.yaml's default, as the local twin passes it
+    harness.put("cat/grey.jpg", image_bytes("grey"))  # no colour: the stand-in model answers known=false
+    report = harness.drain()
+    assert report.failed == 0
+    assert harness.keys(harness.sorted) == ["review/cat/grey.jpg"]
+    assert harness.keys(harness.inbox) == []
+    item = harness.item_for("cat/grey.jpg")
+    assert item["status"] == "REVIEW" and "label" not in item
+    assert item["reason"] == "unknown_label"
+    assert item["detail"] == "not any of the model's labels (the model answered known=false, unknown score 1)"
+    assert item["known"] is False and item["unknown_score"] == Decimal("1")
+    assert item["threshold"] == Decimal("0.6") and item["threshold_source"] == "model"
+    assert item["top_label"] in ("red", "green", "blue") and len(item["top_k"]) == 3  # the top guess is kept
+    meta = harness.s3.head_object(Bucket=harness.sorted, Key="review/cat/grey.jpg")["Metadata"]
+    assert meta["breedfilter-status"] == "REVIEW" and meta["breedfilter-reason"] == "unknown_label"
+    assert meta["breedfilter-known"] == "false" and meta["breedfilter-unknown-score"] == "1.0"
+    assert meta["breedfilter-threshold"] == "0.6" and meta["breedfilter-threshold-source"] == "model"
+    by_status = harness.dynamodb.query(
+        TableName=harness.stack.names.results_table,
+        IndexName="by-status",
+        KeyConditionExpression="#s = :s",
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues={":s": {"S": "REVIEW"}},
+    )["Items"]
+    assert [(i["source_key"]["S"], i["reason"]["S"]) for i in by_status] == [("cat/grey.jpg", "unknown_label")]
+
+
+def test_the_models_own_threshold_decides_by_default(harness, monkeypatch):
+    monkeypatch.setattr(harness.model, "model", ColourModel(threshold=0.95))  # a strict model
+    harness.put("rose.png", image_bytes("rose", "PNG"))  # mostly red: about 0.87
+    harness.drain()
+    item = harness.item_for("rose.png")
+    assert item["status"] == "REVIEW" and item["reason"] == "below_threshold"
+    assert item["threshold"] == Decimal("0.95") and item["threshold_source"] == "model"
+
+
+def test_a_confidence_threshold_number_overrides_the_models(make_harness, monkeypatch):
+    harness = make_harness(env={"CONFIDENCE_THRESHOLD": "0.5"})
+    monkeypatch.setattr(harness.model, "model", ColourModel(threshold=0.95))
+    harness.put("rose.png", image_bytes("rose", "PNG"))
+    harness.put("grey.jpg", image_bytes("grey"))  # unknown stays unknown whatever the threshold
+    harness.drain()
+    assert harness.keys(harness.sorted) == ["red/rose.png", "review/grey.jpg"]
+    item = harness.item_for("rose.png")
+    assert item["status"] == "SORTED" and item["label"] == "red"
+    assert item["threshold"] == Decimal("0.5") and item["threshold_source"] == "setting"
+    assert harness.item_for("grey.jpg")["reason"] == "unknown_label"
+
+
+def test_an_endpoint_without_the_open_set_fields_sorts_on_the_fallback_threshold(harness, monkeypatch):
+    monkeypatch.setattr(harness.model, "model", ColourModel(open_set=False))  # answers as old artifacts did
+    harness.put("red.jpg", image_bytes("red"))
+    harness.put("grey.jpg", image_bytes("grey"))  # old models cannot tell: a known image below 0.6
+    harness.drain()
+    assert harness.keys(harness.sorted) == ["red/red.jpg", "review/grey.jpg"]
+    red = harness.item_for("red.jpg")
+    assert red["status"] == "SORTED" and red["known"] is True and "unknown_score" not in red
+    assert red["threshold"] == Decimal("0.6") and red["threshold_source"] == "default"
+    assert "no threshold" in red["detail"]
+    grey = harness.item_for("grey.jpg")
+    assert grey["reason"] == "below_threshold" and grey["threshold_source"] == "default"
+    assert "no threshold" in grey["detail"]
 
 
 @pytest.mark.parametrize(

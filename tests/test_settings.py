@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from routing.settings import ConfigError, Settings
+from routing.settings import FALLBACK_CONFIDENCE_THRESHOLD, ConfigError, Settings
 
 REQUIRED = {
     "SORTED_BUCKET": "breedfilter-sorted-123456789012-us-east-1",
@@ -32,7 +32,7 @@ def test_required_only_gives_the_defaults() -> None:
     assert settings.results_table == "breedfilter-results"
     assert settings.idempotency_table == "breedfilter-idempotency"
     assert settings.endpoint_name == "breedfilter-classifier"
-    assert settings.confidence_threshold == 0.6
+    assert settings.confidence_threshold is None  # the model's own threshold, from each answer
     assert settings.max_image_bytes == 4 * 1024 * 1024
     assert settings.top_k == 3
     assert settings.endpoint_timeout_seconds == 10.0
@@ -76,7 +76,38 @@ def test_values_with_surrounding_whitespace_are_parsed() -> None:
 def test_whitespace_only_values_give_the_defaults() -> None:
     settings = Settings.from_env(env(TOP_K="   ", CONFIDENCE_THRESHOLD="\t"))
     assert settings.top_k == 3
-    assert settings.confidence_threshold == 0.6
+    assert settings.confidence_threshold is None
+
+
+@pytest.mark.parametrize("value", ["model", "MODEL", " Model ", "model\n"])
+def test_confidence_threshold_model_means_the_models_own(value: str) -> None:
+    settings = Settings.from_env(env(CONFIDENCE_THRESHOLD=value))
+    assert settings.confidence_threshold is None
+    assert settings == Settings.from_env(dict(REQUIRED))  # model is the default
+
+
+@pytest.mark.parametrize(("value", "parsed"), [("0.8", 0.8), ("0", 0.0), ("1", 1.0), ("1.0", 1.0), (".5", 0.5)])
+def test_confidence_threshold_number_overrides_the_model(value: str, parsed: float) -> None:
+    assert Settings.from_env(env(CONFIDENCE_THRESHOLD=value)).confidence_threshold == parsed
+
+
+@pytest.mark.parametrize("value", ["models", "auto", "mod el", "0.8model", "yes", "none", "true"])
+def test_confidence_threshold_other_words_are_refused_clearly(value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env(CONFIDENCE_THRESHOLD=value))
+    message = str(caught.value)
+    assert "CONFIDENCE_THRESHOLD" in message and repr(value) in message
+    assert "'model' or a number in [0, 1]" in message
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "nan", "inf"])
+def test_confidence_threshold_numbers_outside_zero_one_name_both_forms(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"CONFIDENCE_THRESHOLD must be 'model' or a number within \[0, 1\]"):
+        Settings.from_env(env(CONFIDENCE_THRESHOLD=value))
+
+
+def test_the_fallback_threshold_is_the_old_default() -> None:
+    assert FALLBACK_CONFIDENCE_THRESHOLD == 0.6
 
 
 def test_unrelated_variables_are_ignored() -> None:

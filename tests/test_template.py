@@ -83,7 +83,8 @@ def test_template_defaults_parse_as_settings(template: StackTemplate) -> None:
     assert settings.results_table == LOCAL_NAMES["ResultsTable"]
     assert settings.idempotency_table == LOCAL_NAMES["IdempotencyTable"]
     assert settings.endpoint_name == "breedfilter-classifier"
-    assert settings.confidence_threshold == float(template.parameter_default("ConfidenceThreshold"))
+    assert template.parameter_default("ConfidenceThreshold") == "model"
+    assert settings.confidence_threshold is None  # the model's own threshold, from each answer
     assert settings.max_image_bytes == int(template.parameter_default("MaxImageBytes"))
     assert settings.top_k == int(template.parameter_default("TopK"))
 
@@ -97,6 +98,33 @@ def test_template_defaults_match_the_code_defaults(template: StackTemplate) -> N
     assert code_defaults
     for field, default in code_defaults.items():
         assert getattr(from_template, field) == default, field
+
+
+def confidence_threshold_pattern(template: StackTemplate) -> re.Pattern[str]:
+    return re.compile(template.document["Parameters"]["ConfidenceThreshold"]["AllowedPattern"])
+
+
+@pytest.mark.parametrize("value", ["model", "0", "1", "0.6", "0.8", "0.95", "1.0", "1.00", "0.000001"])
+def test_confidence_threshold_parameter_accepts_model_or_a_number_in_zero_one(
+    template: StackTemplate, value: str
+) -> None:
+    """CloudFormation matches AllowedPattern against the whole value; whatever it lets through, the router reads."""
+    assert confidence_threshold_pattern(template).fullmatch(value), value
+    env = {**dict.fromkeys(REQUIRED_ENV.values(), "x"), "CONFIDENCE_THRESHOLD": value}
+    expected = None if value == "model" else float(value)
+    assert Settings.from_env(env).confidence_threshold == expected
+
+
+@pytest.mark.parametrize("value", ["", "Model", "models", "auto", "1.1", "2", "-0.1", "0.6 ", ".5", "1.01", "nan"])
+def test_confidence_threshold_parameter_refuses_anything_else(template: StackTemplate, value: str) -> None:
+    assert not confidence_threshold_pattern(template).fullmatch(value), value
+
+
+def test_confidence_threshold_parameter_is_a_string_defaulting_to_model(template: StackTemplate) -> None:
+    parameter = template.document["Parameters"]["ConfidenceThreshold"]
+    assert parameter["Type"] == "String" and parameter["Default"] == "model"
+    assert "model" in parameter["ConstraintDescription"] and "model" in parameter["Description"]
+    assert router(template)["Environment"]["Variables"]["CONFIDENCE_THRESHOLD"] == {"Ref": "ConfidenceThreshold"}
 
 
 def test_endpoint_name_comes_from_the_created_or_existing_endpoint(template: StackTemplate) -> None:

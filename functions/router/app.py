@@ -77,8 +77,9 @@ def record_outcome(result: RouteResult) -> None:
         destination=f"s3://{item['destination_bucket']}/{item['destination_key']}",
     )
     if not is_metrics_disabled():  # single_metric prints even when POWERTOOLS_METRICS_DISABLED is set
-        # "label" is the label (SORTED), the top guess (REVIEW) or the rejection reason (REJECTED).
-        category = item.get("label") or item.get("top_label") or item.get("reason") or "none"
+        # "label" is the label (SORTED), the top guess (REVIEW below the threshold), or the reason (REVIEW of an
+        # image of none of the labels, whose top guess means little; REJECTED).
+        category = item.get("label") or _review_guess(item) or item.get("reason") or "none"
         with single_metric(
             name="ImagesRouted", unit=MetricUnit.Count, value=1, default_dimensions=metrics.default_dimensions
         ) as metric:
@@ -88,6 +89,11 @@ def record_outcome(result: RouteResult) -> None:
         metrics.add_metric(
             name="EndpointLatency", unit=MetricUnit.Milliseconds, value=float(item["endpoint_latency_ms"])
         )
+
+
+def _review_guess(item: dict[str, Any]) -> str | None:
+    """The top guess of an image under review, unless the model said the image is of none of its labels."""
+    return None if item.get("known") is False else item.get("top_label")
 
 
 class OutOfTime(RuntimeError):

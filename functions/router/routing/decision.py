@@ -1,7 +1,10 @@
 """Decide where an image goes, from its size, its sniffed type and the endpoint's answer. Pure: no I/O.
 
-``<label>/<key>`` when the top probability reaches the threshold, ``review/<key>`` below it (top-k kept),
-``rejected/<key>`` for bad input (empty, too large, not an image, unsupported, refused by the model).
+``<label>/<key>`` when the model knows the image (it is of one of its labels) and the top probability reaches
+the threshold; ``review/<key>`` otherwise (top-k kept): reason ``unknown_label`` for an image of none of the
+labels, ``below_threshold`` for one the model is unsure of; ``rejected/<key>`` for bad input (empty, too
+large, not an image, unsupported, refused by the model). The threshold is the model's own (in each answer)
+unless CONFIDENCE_THRESHOLD sets a number; an answer without one falls back to 0.6.
 
     python -m routing.decision     # from functions/router: prints an example decision
 """
@@ -14,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from routing.endpoint import Prediction
+from routing.settings import FALLBACK_CONFIDENCE_THRESHOLD
 from routing.sniff import Sniffed
 
 SORTED, REVIEW, REJECTED = "SORTED", "REVIEW", "REJECTED"
@@ -26,7 +30,19 @@ TOO_LARGE = "too_large"
 NOT_AN_IMAGE = "not_an_image"
 UNSUPPORTED_FORMAT = "unsupported_format"
 MODEL_REJECTED = "model_rejected"
+# Reasons for REVIEW.
 BELOW_THRESHOLD = "below_threshold"
+UNKNOWN_LABEL = "unknown_label"
+
+# Where the applied threshold came from (the item's threshold_source).
+THRESHOLD_FROM_MODEL = "model"  # the answer's own threshold (CONFIDENCE_THRESHOLD=model)
+THRESHOLD_FROM_SETTING = "setting"  # CONFIDENCE_THRESHOLD set to a number
+THRESHOLD_DEFAULT = "default"  # CONFIDENCE_THRESHOLD=model, but the answer carried none
+THRESHOLD_WORDING = {
+    THRESHOLD_FROM_MODEL: "the model's own",
+    THRESHOLD_FROM_SETTING: "set by CONFIDENCE_THRESHOLD",
+    THRESHOLD_DEFAULT: "the router's fallback: the model's answer carries no threshold",
+}
 
 
 def now_iso() -> str:
@@ -53,17 +69,35 @@ def reject(reason: str, detail: str, *, size: int, sniffed: Sniffed | None = Non
     }
 
 
+def applied_threshold(prediction: Prediction, setting: float | None) -> tuple[float, str]:
+    """The threshold to apply and its source: the setting when it is a number, else the model's own from the
+    answer, else FALLBACK_CONFIDENCE_THRESHOLD (an answer from an artifact that carries no threshold)."""
+    if setting is not None:
+        return setting, THRESHOLD_FROM_SETTING
+    if prediction.threshold is not None:
+        return prediction.threshold, THRESHOLD_FROM_MODEL
+    return FALLBACK_CONFIDENCE_THRESHOLD, THRESHOLD_DEFAULT
+
+
 def from_prediction(
-    prediction: Prediction, *, threshold: float, top_k: int, size: int, sniffed: Sniffed
+    prediction: Prediction, *, threshold: float | None, top_k: int, size: int, sniffed: Sniffed
 ) -> dict[str, Any]:
+    """SORTED only for a known image whose top probability reaches the threshold; REVIEW otherwise.
+
+    ``threshold`` is the setting: a number overrides the model's own, None applies it (see applied_threshold).
+    """
     top = prediction.predictions[0]
-    confident = top["probability"] >= threshold
+    applied, source = applied_threshold(prediction, threshold)
+    confident = prediction.known and top["probability"] >= applied
     decision: dict[str, Any] = {
         "status": SORTED if confident else REVIEW,
         "top_label": top["label"],
         "confidence": round(top["probability"], 6),
         "top_k": [{**p, "probability": round(p["probability"], 6)} for p in prediction.predictions[:top_k]],
         "prefix": label_prefix(top["label"]) if confident else REVIEW_PREFIX,
+        "known": prediction.known,
+        "threshold": round(applied, 6),
+        "threshold_source": source,
         "model_name": prediction.model["name"],
         "model_version": prediction.model["version"],
         "endpoint_latency_ms": round(prediction.latency_ms, 1),
@@ -71,12 +105,29 @@ def from_prediction(
         "format": sniffed.format,
         "decided_at": now_iso(),
     }
+    if prediction.unknown_score is not None:
+        decision["unknown_score"] = round(prediction.unknown_score, 6)
     if confident:
         decision["label"] = top["label"]
+        if source == THRESHOLD_DEFAULT:
+            decision["detail"] = f"threshold {applied:.6g}: {THRESHOLD_WORDING[source]}"
+    elif not prediction.known:
+        decision["reason"] = UNKNOWN_LABEL
+        decision["detail"] = unknown_detail(prediction)
     else:
         decision["reason"] = BELOW_THRESHOLD
-        decision["detail"] = f"top probability {top['probability']:.6g} < threshold {threshold:.6g}"
+        decision["detail"] = (
+            f"top probability {top['probability']:.6g} < threshold {applied:.6g} ({THRESHOLD_WORDING[source]})"
+        )
     return decision
+
+
+def unknown_detail(prediction: Prediction) -> str:
+    """Why an image the model does not know goes to review; its top guess is kept in the decision."""
+    said = "the model answered known=false"
+    if prediction.unknown_score is None:
+        return f"not any of the model's labels ({said})"
+    return f"not any of the model's labels ({said}, unknown score {prediction.unknown_score:.6g})"
 
 
 def destination_key(prefix: str, key: str) -> str:
@@ -89,5 +140,7 @@ def destination_key(prefix: str, key: str) -> str:
 
 
 if __name__ == "__main__":
-    example = Prediction([{"label": "Beagle", "index": 3, "probability": 0.91}], {"name": "m", "version": "1"}, 42.0)
-    print(json.dumps(from_prediction(example, threshold=0.6, top_k=3, size=1234, sniffed=Sniffed("jpeg", "", True))))
+    example = Prediction(
+        [{"label": "Beagle", "index": 3, "probability": 0.91}], {"name": "m", "version": "1"}, 42.0, threshold=0.7
+    )
+    print(json.dumps(from_prediction(example, threshold=None, top_k=3, size=1234, sniffed=Sniffed("jpeg", "", True))))

@@ -40,9 +40,15 @@ class EndpointUnavailable(Exception):
 
 @dataclass(frozen=True)
 class Prediction:
+    """The endpoint's answer for one image. Answers from before open-set recognition lack the last three fields:
+    such an image is known, with no unknown score and no threshold of the model's own."""
+
     predictions: list[dict[str, Any]]  # [{"label", "index", "probability"}...] best first
     model: dict[str, str]  # {"name", "version"}
     latency_ms: float
+    known: bool = True  # False: the image is of none of the model's labels (another breed, a cat, an object)
+    unknown_score: float | None = None  # the model's open-set score (higher: less like any label)
+    threshold: float | None = None  # the model's own probability threshold, chosen at training
 
 
 def make_client(timeout_seconds: float, max_attempts: int) -> Any:
@@ -109,17 +115,52 @@ def _reason_from(original: str) -> str:
 
 
 def parse_answer(payload: bytes, latency_ms: float) -> Prediction:
-    """The contract's answer, ranked; anything else is EndpointUnavailable (retried, then the DLQ)."""
+    """The contract's answer, ranked, with ``known``, ``unknown_score`` and ``threshold`` (an older model's answer
+    lacks them: known, no score, no threshold); anything else is EndpointUnavailable (retried, then the DLQ)."""
     try:
         answer = json.loads(payload)
         ranked = sorted((_prediction(p) for p in answer["predictions"]), key=lambda p: p["probability"], reverse=True)
         model = answer.get("model") or {}
         model = {"name": str(model.get("name", "unknown")), "version": str(model.get("version", "unknown"))}
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        known, unknown_score, threshold = _open_set_fields(answer)
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:  # OverflowError: 1e400 as an int
         raise EndpointUnavailable(f"endpoint answer outside the contract: {exc!r}: {payload[:200]!r}") from exc
     if not ranked:
         raise EndpointUnavailable("endpoint answered with no predictions")
-    return Prediction(predictions=ranked, model=model, latency_ms=latency_ms)
+    return Prediction(
+        predictions=ranked,
+        model=model,
+        latency_ms=latency_ms,
+        known=known,
+        unknown_score=unknown_score,
+        threshold=threshold,
+    )
+
+
+def _open_set_fields(answer: dict[str, Any]) -> tuple[bool, float | None, float | None]:
+    """``known`` (a bool; true when absent), ``unknown_score`` and ``threshold`` (finite numbers or null; the
+    threshold within [0, 1]). Answers from before open-set recognition omit all three."""
+    known = answer.get("known", True)
+    if not isinstance(known, bool):
+        raise TypeError(f"known must be true or false, got {known!r}")
+    unknown_score = _optional_number(answer, "unknown_score")
+    threshold = _optional_number(answer, "threshold")
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold {threshold} outside [0, 1]")
+    return known, unknown_score, threshold
+
+
+def _optional_number(answer: dict[str, Any], field: str) -> float | None:
+    """A finite JSON number, or None when the field is absent or null (booleans and strings are refused)."""
+    value = answer.get(field)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{field} must be a number or null, got {value!r}")
+    number = float(value)  # OverflowError for an integer beyond a float's range
+    if not math.isfinite(number):
+        raise ValueError(f"{field} {value} is not finite")
+    return number
 
 
 def _prediction(raw: dict[str, Any]) -> dict[str, Any]:

@@ -239,6 +239,10 @@ def object_metadata(source: SourceObject, decision: dict[str, Any]) -> dict[str,
         "breedfilter-label": decision.get("label") or decision.get("top_label") or "",
         "breedfilter-confidence": str(decision.get("confidence", "")),
         "breedfilter-reason": decision.get("reason", ""),
+        "breedfilter-known": _flag(decision.get("known")),
+        "breedfilter-unknown-score": str(decision.get("unknown_score", "")),
+        "breedfilter-threshold": str(decision.get("threshold", "")),
+        "breedfilter-threshold-source": decision.get("threshold_source", ""),
         "breedfilter-model-version": decision.get("model_version", ""),
         "breedfilter-source-revision": source.revision,
         "breedfilter-source-key": source.key,
@@ -247,6 +251,11 @@ def object_metadata(source: SourceObject, decision: dict[str, Any]) -> dict[str,
     if sum(len(k) + len(v) for k, v in meta.items()) > MAX_METADATA_BYTES:
         del meta["breedfilter-source-key"]  # a very long unicode key: the results item keeps it whole
     return meta
+
+
+def _flag(value: bool | None) -> str:
+    """``true``/``false`` for a decision's boolean, empty (left out) when the decision has none."""
+    return "" if value is None else str(bool(value)).lower()
 
 
 def _status(exc: ClientError) -> int:

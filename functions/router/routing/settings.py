@@ -7,30 +7,40 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 DEFAULT_MAX_IMAGE_BYTES = 4 * 1024 * 1024  # SageMaker serverless payloads cap at 4 MB, real-time at 6 MB
 INVOKE_ENDPOINT_MAX_BYTES = 6 * 1024 * 1024
 MAX_TOP_K = 20
 CONNECT_TIMEOUT_SECONDS = 2.0
+MODEL_THRESHOLD = "model"  # CONFIDENCE_THRESHOLD=model: each answer's own threshold (the default)
+# Applied when CONFIDENCE_THRESHOLD=model and the answer carries no threshold (an artifact from before them).
+FALLBACK_CONFIDENCE_THRESHOLD = 0.6
 
 
-# Settings field -> the environment variable template.yaml sets (and its type, for the optional ones).
+def parse_threshold(raw: str) -> float | None:
+    """``model`` (any case) -> None, the model's own threshold; else a number (``check`` bounds it)."""
+    return None if raw.strip().lower() == MODEL_THRESHOLD else float(raw)
+
+
+# Settings field -> the environment variable template.yaml sets (and its parser, for the optional ones).
 REQUIRED_ENV = {
     "sorted_bucket": "SORTED_BUCKET",
     "results_table": "RESULTS_TABLE",
     "idempotency_table": "IDEMPOTENCY_TABLE",
     "endpoint_name": "ENDPOINT_NAME",
 }
-OPTIONAL_ENV: dict[str, tuple[str, type]] = {
-    "confidence_threshold": ("CONFIDENCE_THRESHOLD", float),
+OPTIONAL_ENV: dict[str, tuple[str, Callable[[str], object]]] = {
+    "confidence_threshold": ("CONFIDENCE_THRESHOLD", parse_threshold),
     "max_image_bytes": ("MAX_IMAGE_BYTES", int),
     "top_k": ("TOP_K", int),
     "endpoint_timeout_seconds": ("ENDPOINT_TIMEOUT_SECONDS", float),
     "endpoint_max_attempts": ("ENDPOINT_MAX_ATTEMPTS", int),
     "idempotency_ttl_seconds": ("IDEMPOTENCY_TTL_SECONDS", int),
 }
+# What each parser accepts, for the error message of a value it refuses.
+EXPECTED = {int: "a valid int", float: "a valid float", parse_threshold: f"{MODEL_THRESHOLD!r} or a number in [0, 1]"}
 ENV_VARIABLES = frozenset(REQUIRED_ENV.values()) | {var for var, _ in OPTIONAL_ENV.values()}
 
 
@@ -44,7 +54,7 @@ class Settings:
     results_table: str
     idempotency_table: str
     endpoint_name: str
-    confidence_threshold: float = 0.6
+    confidence_threshold: float | None = None  # None: the model's own threshold, from each answer
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
     top_k: int = 3
     endpoint_timeout_seconds: float = 10.0
@@ -67,14 +77,17 @@ class Settings:
                 try:
                     values[field] = kind(raw)
                 except ValueError:
-                    raise ConfigError(f"{var}={raw!r} is not a valid {kind.__name__}") from None
+                    raise ConfigError(f"{var}={raw!r} is not {EXPECTED[kind]}") from None
         settings = cls(**values)  # type: ignore[arg-type]
         settings.check()
         return settings
 
     def check(self) -> None:
-        if not 0.0 <= self.confidence_threshold <= 1.0:
-            raise ConfigError(f"CONFIDENCE_THRESHOLD must be within [0, 1], got {self.confidence_threshold}")
+        threshold = self.confidence_threshold
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise ConfigError(
+                f"CONFIDENCE_THRESHOLD must be {MODEL_THRESHOLD!r} or a number within [0, 1], got {threshold}"
+            )
         if not 0 < self.max_image_bytes <= INVOKE_ENDPOINT_MAX_BYTES:
             raise ConfigError(
                 f"MAX_IMAGE_BYTES must be within 1..{INVOKE_ENDPOINT_MAX_BYTES} (InvokeEndpoint's payload limit), "
