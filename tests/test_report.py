@@ -23,8 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from PIL import Image, ImageStat
 
+import decision_fit
+import open_set
 import report
 import step_timing
 import train
@@ -581,7 +584,8 @@ def test_a_real_run_that_a_rule_stopped_gets_a_full_report(tmp_path: Path) -> No
     data = make_dataset(tmp_path / "data", {"train": 24, "valid": 4}, size=40)
     flags = ("--epochs", "3", "--optimizer", "sgd", "--lr", "1e12", "--momentum", "0", "--debugger-interval", "5")
     # no capsys here: train.py's log handler would keep it
-    train.main(quick_args(data, tmp_path / "run", *flags, "--report", "on"))
+    with pytest.raises(train.trainer_module.TrainingDiverged):  # a NaN loss: no model, the report all the same
+        train.main(quick_args(data, tmp_path / "run", *flags, "--report", "on"))
     out = tmp_path / "run" / "output"
     page = (out / "report.html").read_text(encoding="utf-8")
     debugger = json.loads((out / "debugger.json").read_text())
@@ -601,6 +605,220 @@ def test_a_real_run_that_a_rule_stopped_gets_a_full_report(tmp_path: Path) -> No
     stdout = printed.getvalue()
     assert code == 0 and "FIRED exploding_tensor (debugger, step " in stdout
     assert stdout.splitlines()[-1] == f"report: {out / 'report.html'}"
+
+
+# --- the decisions section: open_set.json ------------------------------------------------------------------------
+
+
+def reliability_bins(overconfidence: float, count: int = 400) -> list[dict[str, Any]]:
+    """15 equal-width bins as open_set.reliability writes them; the low ones are empty (null confidence/accuracy)."""
+    rows = []
+    for i in range(15):
+        lo, hi = i / 15, (i + 1) / 15
+        n = 0 if hi <= 1 / 3 else round(count * 2 ** (i - 14))
+        confidence = (lo + hi) / 2 if n else None
+        accuracy = max(0.0, confidence - overconfidence * confidence * (1 - confidence)) if n else None
+        rows.append(
+            {"lo": round(lo, 4), "hi": round(hi, 4), "count": n, "confidence": confidence, "accuracy": accuracy}
+        )
+    return rows
+
+
+def open_set_doc(method: str | None = "knn", met: bool = True, unknowns: bool = True) -> dict[str, Any]:
+    """open_set.json as the issue 13 contract describes it (decision_fit.py writes it after training)."""
+    rng = random.Random(13)
+    curve = [
+        {
+            "threshold": round(t, 4),
+            "coverage": round(1.0 - 0.7 * (t - 0.34) / 0.66, 4),
+            "precision": round((0.9 + 0.1 * (t - 0.34) / 0.66) * (1.0 if met else 0.97), 4),
+        }
+        for t in (0.34 + 0.66 * i / 199 for i in range(200))
+    ]
+    curve.reverse()  # open_set.precision_curve goes from the highest threshold down
+    valid_scores = [round(rng.gauss(3.0, 0.6), 6) for _ in range(300)] if method else None
+    unknown_scores = [round(rng.gauss(6.0, 1.0), 6) for _ in range(120)] if method and unknowns else None
+    return {
+        "method": method,
+        "calibration": {
+            "temperature": 1.7,
+            "ece_before": 0.061,
+            "ece_after": 0.012,
+            "nll_before": 0.31,
+            "nll_after": 0.22,
+            "reliability": {"before": reliability_bins(0.4), "after": reliability_bins(0.02)},
+        },
+        "thresholds": {
+            "target_precision": 0.99,
+            "known_keep": 0.95 if method else None,
+            "probability": 0.83 if met else 0.97,
+            "unknown": 4.2 if method else None,
+            "expected": {
+                "coverage": 0.91 if met else 0.35,
+                "precision": 0.993 if met else 0.9712,
+                "known_kept": 0.95 if method else 1.0,
+            },
+            "met": met,
+        },
+        "curve": curve,
+        "unknown_scores": {"valid": valid_scores, "unknowns": unknown_scores},
+        "unknowns": (
+            {"count": 120, "sorted_share": 0.004, "auroc": 0.99, "source": "/data/<b>others</b>"}
+            if method and unknowns
+            else None
+        ),
+    }
+
+
+def decisions_run(directory: Path, document: dict[str, Any] | str | None) -> Path:
+    """A run with metrics.json (2 plots of its own) and open_set.json (a dict, raw text, or none)."""
+    out = write_run(directory, gpu=False, files=("metrics.json",))
+    if isinstance(document, dict):
+        (out / "open_set.json").write_text(json.dumps(document, indent=1), encoding="utf-8")
+    elif document is not None:
+        (out / "open_set.json").write_text(document, encoding="utf-8")
+    return out
+
+
+def decisions_of(page: str) -> str:
+    return page[page.index('<section id="decisions">') : page.index('<section id="curves">')]
+
+
+def test_the_decisions_section_shows_calibration_thresholds_and_unknown_images(tmp_path: Path) -> None:
+    page = report.write_report(decisions_run(tmp_path / "output", open_set_doc())).read_text(encoding="utf-8")
+
+    assert "could not" not in page
+    nav = page[page.index("<nav>") : page.index("</nav>")]
+    assert nav.index('href="#rules"') < nav.index('<a href="#decisions">Decisions</a>') < nav.index('href="#curves"')
+    assert page.index('<section id="rules">') < page.index('<section id="decisions">')
+    section = decisions_of(page)
+    assert "<h2>Decisions: calibration, thresholds and unknown images</h2>" in section
+    alts = re.findall(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]+" alt="([^"]*)">', section)
+    assert alts == [
+        "reliability diagram before and after calibration",
+        "precision and coverage against the probability threshold",
+        "unknown_score histograms",
+    ]
+    images = embedded_pngs(section)
+    assert len(images) == 3 and len(embedded_pngs(page)) == 5  # and the two curves of metrics.json
+    for image in images:
+        image.load()
+        assert image.format == "PNG" and 800 <= image.width <= 1000 and 200 <= image.height <= 450
+        assert len(set(image.convert("RGB").get_flattened_data())) > 50  # drawn, not blank
+    captions = re.findall(r"<figcaption>(.*?)</figcaption>", section)
+    reliability, thresholds, scores = captions
+    assert "Temperature <b>1.7</b>" in reliability and "<b>0.061</b> before → <b>0.012</b> after" in reliability
+    assert "NLL 0.31 → 0.22" in reliability and "15 equal-width confidence bins" in reliability
+    assert "Chosen threshold <b>0.83</b>: expected coverage <b>91.0%</b> at precision <b>99.30%</b>" in thresholds
+    assert "the target precision 99% was met on validation" in thresholds
+    assert "<b>knn</b>" in scores and "threshold <b>4.2</b>" in scores and "(asked for 95%)" in scores
+    assert "AUROC <b>0.99</b>" in scores and "<b>0.40%</b> of them would be SORTED" in scores
+    assert "Held-out unknowns (120 images)" in scores and "of the held-out unknowns" in scores
+    table = section[section.index('<table class="kv">') : section.index("</table>")]
+    for text in ("<b>knn</b>", "temperature <b>1.7</b>", "<b>0.83</b> for target precision 99%: reached on validation"):
+        assert text in table, text
+    assert "<code>unknown_score</code> above <b>4.2</b>" in table
+    assert "/data/&lt;b&gt;others&lt;/b&gt;" in table and "<b>others</b>" not in page
+    assert 'class="error"' not in section
+
+
+def test_a_target_precision_not_met_and_no_detector_are_said_plainly(tmp_path: Path) -> None:
+    document = open_set_doc(method=None, met=False)
+    page = report.write_report(decisions_run(tmp_path / "output", document)).read_text(encoding="utf-8")
+
+    assert "could not" not in page
+    section = decisions_of(page)
+    assert len(embedded_pngs(section)) == 2  # reliability, precision/coverage; no scores to draw
+    assert '<div class="error"><b>Target precision 99% not met:</b> no threshold reaches the target' in section
+    assert "the target precision 99% was not met: no threshold reaches it on validation" in section
+    assert "<b>NOT reached on validation</b>" in section
+    assert "no unknown-image detector in this model" in section
+    assert "<th>unknown threshold</th>" not in section and "held-out unknown" not in section
+
+    lines = report.summary_lines(tmp_path / "output")
+    assert (
+        "decisions: threshold 0.97 does NOT reach 99% precision on validation (at precision 97.12%, coverage 35.0%), "
+        "ECE 0.061 -> 0.012, no unknown-image detector"
+    ) in lines
+
+
+def test_a_detector_without_held_out_unknowns_and_nulls_still_draw(tmp_path: Path) -> None:
+    document = open_set_doc(unknowns=False)
+    document["calibration"]["ece_before"] = None
+    document["calibration"]["nll_after"] = None
+    document["thresholds"]["expected"]["precision"] = None
+    page = report.write_report(decisions_run(tmp_path / "output", document)).read_text(encoding="utf-8")
+
+    assert "could not" not in page
+    section = decisions_of(page)
+    assert len(embedded_pngs(section)) == 3
+    assert "<b>–</b> before → <b>0.012</b> after" in section
+    assert "No held-out unknown images were measured (train.py --unknowns DIR" in section
+    assert "none measured" in section and "AUROC" not in section
+
+
+def test_the_decisions_of_a_real_fit_are_drawn(tmp_path: Path) -> None:
+    """open_set.json as decision_fit.py writes it from open_set.fit: the report keeps up with the real writer."""
+    torch.manual_seed(0)
+    centres = torch.randn(3, 16) * 0.8
+
+    def outputs(count: int, known: bool) -> open_set.Outputs:
+        targets = torch.randint(0, 3, (count,))
+        features = (centres[targets] * 3 if known else torch.randn(count, 16) * 3) + torch.randn(count, 16) * 3
+        return open_set.Outputs(features @ centres.T, features, targets if known else torch.full((count,), -1))
+
+    fitted = open_set.fit(
+        outputs(300, True),
+        outputs(200, True),
+        method="knn",
+        target_precision=0.99,
+        known_keep=0.95,
+        unknowns=outputs(80, False),
+    )
+    document = decision_fit._json_safe(fitted.summary)
+    document["unknowns"]["source"] = "unknowns/"
+    page = report.write_report(decisions_run(tmp_path / "output", document)).read_text(encoding="utf-8")
+
+    assert "could not" not in page
+    section = decisions_of(page)
+    assert len(embedded_pngs(section)) == 3
+    calibration, thresholds = document["calibration"], document["thresholds"]
+    assert f"Temperature <b>{report.fmt_number(calibration['temperature'])}</b>" in section
+    assert f"<b>{report.fmt_number(calibration['ece_after'])}</b> after" in section
+    assert f"Chosen threshold <b>{report.fmt_number(thresholds['probability'])}</b>" in section
+    assert calibration["temperature"] > 1 and thresholds["met"] and 0.5 < thresholds["expected"]["coverage"] < 0.9
+    assert f"AUROC <b>{report.fmt_number(document['unknowns']['auroc'])}</b>" in section
+    line = next(line for line in report.summary_lines(tmp_path / "output") if line.startswith("decisions: "))
+    assert f"threshold {report.fmt_number(thresholds['probability'])} " in line and "unknown detector knn" in line
+
+
+def test_a_run_without_open_set_json_has_no_decisions_section(built: dict[bool, Path]) -> None:
+    page = built[True].read_text(encoding="utf-8")
+    assert 'id="decisions"' not in page and 'href="#decisions"' not in page and "open_set" not in page
+    assert not any(line.startswith("decisions:") for line in report.summary_lines(built[True].parent))
+
+
+def test_an_unreadable_open_set_json_is_explained(tmp_path: Path) -> None:
+    text = json.dumps(open_set_doc())
+    out = decisions_run(tmp_path / "output", text[: len(text) // 3])
+    page = report.write_report(out).read_text(encoding="utf-8")
+    section = decisions_of(page)
+    assert "open_set.json unreadable" in section and "open_set.json unreadable" in page[: page.index("<nav>")]
+    assert not embedded_pngs(section) and len(embedded_pngs(page)) == 2
+
+    (out / "open_set.json").write_text("[1, 2]")
+    assert "open_set.json is not a JSON object" in report.summary_lines(out)
+
+
+def test_cli_prints_the_decisions_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = decisions_run(tmp_path / "output", open_set_doc())
+    code, stdout, _ = run_cli([str(out)], capsys)
+    assert code == 0
+    assert (
+        "decisions: threshold 0.83 for 99% precision (expected coverage 91.0%), ECE 0.061 -> 0.012, unknown "
+        "detector knn; held-out unknowns: 120 images, 0.40% SORTED, AUROC 0.99"
+    ) in stdout.splitlines()
+    assert 'id="decisions"' in (out / "report.html").read_text(encoding="utf-8")
 
 
 # --- breedfilter report ------------------------------------------------------------------------------------------

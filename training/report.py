@@ -1,11 +1,13 @@
 """The run report: one self-contained HTML page from a run's OUTPUT_DIR (metrics.json, debugger.json, profiler.json).
 
-Sections: job summary, every rule verdict (fired first, a banner when one fired or stopped training), training
-curves, debugger statistics (gradient norms, update/weight ratios, activations, classes), system usage, step time
-breakdown, data loading, top operators. Plots are matplotlib PNGs inlined as base64 data URIs and the CSS is inline:
-no script, nothing fetched, so the file opens anywhere (a laptop, an S3 download, an attachment). Any of the three
-files may be missing; the page says which and how to get it. Needs only the standard library and matplotlib, so it
-runs in the SageMaker training container too; ``summary_lines`` (the terminal summary) needs no matplotlib.
+Sections: job summary, every rule verdict (fired first, a banner when one fired or stopped training), the
+decisions the model makes (calibration, thresholds, unknown images: from open_set.json, drawn by
+report_decisions.py; left out for a run without that file), training curves, debugger statistics (gradient
+norms, update/weight ratios, activations, classes), system usage, step time breakdown, data loading, top
+operators. Plots are matplotlib PNGs inlined as base64 data URIs and the CSS is inline: no script, nothing
+fetched, so the file opens anywhere (a laptop, an S3 download, an attachment). Any of the three files may be
+missing; the page says which and how to get it. Needs only the standard library and matplotlib, so it runs in
+the SageMaker training container too; ``summary_lines`` (the terminal summary) needs no matplotlib.
 
     python training/report.py OUTPUT_DIR        # writes OUTPUT_DIR/report.html and prints its path
     breedfilter report RUN_DIR|s3://...         # the same, for a local run or a SageMaker job's output.tar.gz
@@ -28,6 +30,7 @@ from typing import Any
 
 REPORT_NAME = "report.html"
 SOURCES = ("metrics.json", "debugger.json", "profiler.json")
+DECISIONS = "open_set.json"  # optional: written after training; older runs have none (no section, no note)
 MISSING_HINTS = {
     "metrics.json": "no metrics.json: the run did not finish (train.py writes it at the end of a run; see the log)",
     "debugger.json": "debugger off (no debugger.json): run train.py with --debugger on",
@@ -60,6 +63,7 @@ class Run:
     metrics: dict[str, Any] | None = None
     debugger: dict[str, Any] | None = None
     profiler: dict[str, Any] | None = None
+    open_set: dict[str, Any] | None = None
     notes: dict[str, str] = field(default_factory=dict)  # source file -> why it is not used
 
     @property
@@ -133,6 +137,17 @@ def load(output_dir: Path | str) -> Run:
         setattr(run, name.removesuffix(".json"), document)
     if not found:
         raise NoRunFiles(f"none of {', '.join(SOURCES)} in {output_dir}")
+    path = output_dir / DECISIONS
+    if path.is_file():
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            run.notes[DECISIONS] = f"{DECISIONS} unreadable ({exc}); the run may have been cut off while writing it"
+        else:
+            if isinstance(document, dict):
+                run.open_set = document
+            else:
+                run.notes[DECISIONS] = f"{DECISIONS} is not a JSON object"
     return run
 
 
@@ -247,6 +262,10 @@ def summary_lines(output_dir: Path | str) -> list[str]:
             f"{fmt_seconds(metrics.get('wall_seconds'))}"
             + (f"; stopped: {metrics['stop_reason']}" if metrics.get("stop_reason") else "")
         )
+    if run.open_set is not None:
+        import report_decisions
+
+        lines.append(report_decisions.summary_line(run.open_set))
     rules = run.rules
     if rules:
         counts = {status: sum(r.get("status") == status for r in rules) for status in STATUS_ORDER}
@@ -327,6 +346,7 @@ code{background:#eef2f6;padding:0 4px;border-radius:3px}
 SECTIONS = (
     ("summary", "Job summary"),
     ("rules", "Rules"),
+    ("decisions", "Decisions: calibration, thresholds and unknown images"),
     ("curves", "Training curves"),
     ("debugger", "Debugger"),
     ("system", "System usage"),
@@ -334,6 +354,7 @@ SECTIONS = (
     ("data", "Data loading"),
     ("operators", "Top operators"),
 )
+NAV_TITLES = {"decisions": "Decisions"}  # where the section's title is too long for the navigation line
 
 
 def render(run: Run) -> str:
@@ -341,6 +362,7 @@ def render(run: Run) -> str:
     builders: dict[str, Callable[[Run], str]] = {
         "summary": _summary_section,
         "rules": _rules_section,
+        "decisions": _decisions_section,
         "curves": _curves_section,
         "debugger": _debugger_section,
         "system": _system_section,
@@ -358,13 +380,16 @@ def render(run: Run) -> str:
         )
         if part
     )
+    sections = [(key, title) for key, title in SECTIONS if key != "decisions" or _has_decisions(run)]
     body = [
         f"<h1>Training run report: {esc(run.job_name)}</h1>",
         f'<p class="sub">{subtitle}</p>',
         _banner(run),
-        "<nav>" + "".join(f'<a href="#{key}">{esc(title)}</a>' for key, title in SECTIONS) + "</nav>",
+        "<nav>"
+        + "".join(f'<a href="#{key}">{esc(NAV_TITLES.get(key, title))}</a>' for key, title in sections)
+        + "</nav>",
     ]
-    for key, title in SECTIONS:
+    for key, title in sections:
         try:
             content = builders[key](run)
         except Exception as exc:  # one broken section must not cost the whole report
@@ -665,6 +690,22 @@ def _smooth(values: list[float], window: int) -> list[float]:
                 total, count = total - old, count - 1
         out.append(total / count if count and math.isfinite(value) else math.nan)
     return out
+
+
+# --- b2) decisions: calibration, thresholds, unknown images (report_decisions.py) ---
+
+
+def _has_decisions(run: Run) -> bool:
+    """open_set.json is there (readable or not): a run from before it existed gets no section and no note."""
+    return run.open_set is not None or DECISIONS in run.notes
+
+
+def _decisions_section(run: Run) -> str:
+    if run.open_set is None:
+        return _note(run.notes.get(DECISIONS, f"no {DECISIONS}"))
+    import report_decisions  # imports this module: imported here, not at the top
+
+    return report_decisions.section(run.open_set)
 
 
 # --- c) training curves ---
