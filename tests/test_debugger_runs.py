@@ -80,7 +80,10 @@ def test_a_huge_learning_rate_fires_exploding_tensor_and_stops_training(tmp_path
     data = make_dataset(tmp_path / "data", {"train": 24, "valid": 4}, size=40)
     out = tmp_path / "run"
     flags = ("--epochs", "3", "--optimizer", "sgd", "--lr", "1e12", "--momentum", "0", "--debugger-interval", "5")
-    summary = train.main(quick_args(data, out, *flags))
+    with pytest.raises(train.trainer_module.TrainingDiverged):  # the loss went NaN: a diverged run
+        train.main(quick_args(data, out, *flags))
+    summary = json.loads((out / "output" / "metrics.json").read_text())
+    assert summary["diverged"] is True and not (out / "model").exists()  # no model is written
     debugger, _ = outputs(out)
     verdict = verdicts(debugger)["exploding_tensor"]
     assert verdict["status"] == "fired" and verdict["action"] == "stop"
@@ -99,7 +102,8 @@ def test_under_torchrun_a_stop_rule_stops_every_rank_at_the_same_step(tmp_path):
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     flags = ("--epochs", "3", "--batch-size", "4", "--optimizer", "sgd", "--lr", "1e12", "--momentum", "0")
     result = run_train_py(quick_args(data, tmp_path / "run", *flags, "--debugger-interval", "2"), launcher=launcher)
-    assert result.returncode == 0, result.stderr[-3000:]  # both ranks ended (a rank left waiting would hang)
+    # both ranks ended (a rank left waiting would hang), with train.py's exit code for a diverged run
+    assert result.returncode != 0 and "train.py: diverged: " in result.stderr, result.stderr[-3000:]
     debugger, _ = outputs(tmp_path / "run")
     verdict = debugger["stopped_by"]
     assert verdict["rule"] == "exploding_tensor"
@@ -107,7 +111,7 @@ def test_under_torchrun_a_stop_rule_stops_every_rank_at_the_same_step(tmp_path):
     assert verdict["step"] <= last < verdict["step"] + 2  # stopped at the first sampled step from there
     assert last % 2 == 0 or last == 1
     metrics = json.loads((tmp_path / "run" / "output" / "metrics.json").read_text())
-    assert len(metrics["history"]) == 1 and "exploding_tensor" in metrics["stop_reason"]
+    assert len(metrics["history"]) == 1 and "exploding_tensor" in metrics["stop_reason"] and metrics["diverged"]
 
 
 def test_a_network_initialised_to_zero_fires_vanishing_gradient_and_poor_initialisation(tmp_path, monkeypatch):

@@ -108,7 +108,9 @@ def test_run_writes_metrics_plots_and_a_sagemaker_layout_artifact(trained):
         "code/inference.py",
         "code/imaging.py",
         "code/architectures.py",
+        "code/open_set.py",
         "code/requirements.txt",
+        "open_set.pt",
     }
     config = artifact.read_config(out / "model.tar.gz")
     assert config["weights_sha256"] == artifact.sha256_file(out / "model" / "model.pth")

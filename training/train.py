@@ -164,13 +164,16 @@ def run(opts: argparse.Namespace, world: ddp.World, callbacks: Sequence[Any] = (
         history = fit.fit()
     except trainer_module.TrainingDiverged:  # never deployable: no model artifact, metrics.json says why
         _close_watchers(debugger, profiler, opts, world, report=False)
-        if world.is_main:
-            summary = _summary(opts, index, pre, fit.history, fit, None, time.perf_counter() - started, world)
-            opts.output_data_dir.mkdir(parents=True, exist_ok=True)
-            text = json.dumps({**summary, "diverged": True}, indent=1) + "\n"
-            (opts.output_data_dir / "metrics.json").write_text(text, encoding="utf-8")
-            if opts.report:
-                _write_report(opts.output_data_dir)
+        try:
+            if world.is_main:
+                summary = _summary(opts, index, pre, fit.history, fit, None, time.perf_counter() - started, world)
+                opts.output_data_dir.mkdir(parents=True, exist_ok=True)
+                text = json.dumps({**summary, "diverged": True}, indent=1) + "\n"
+                (opts.output_data_dir / "metrics.json").write_text(text, encoding="utf-8")
+                if opts.report:
+                    _write_report(opts.output_data_dir)
+        finally:
+            ddp.barrier()  # torchrun ends every rank when one exits: the others wait for rank 0's files
         raise
     except BaseException:
         _close_watchers(debugger, profiler, opts, world, report=True)  # what was seen until the failure

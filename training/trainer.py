@@ -3,6 +3,10 @@
 Every source of randomness is reseeded from (seed, epoch) at the start of each epoch (shuffle order, data
 loader workers, augmentation, dropout), so a run resumed from ``last.pt`` continues exactly as an
 uninterrupted run would. Callbacks see each step and epoch and may stop training (the debugger uses this).
+A divergence guard (training/divergence.py) watches the losses whatever the callbacks do: after an epoch whose
+loss went NaN/Inf or grew by orders of magnitude it raises ``TrainingDiverged`` on every rank at once (the
+epoch is validated and the callbacks see it first; its checkpoint is not written), so no model is written
+from a run that blew up.
 
 Used by train.py; not run on its own.
 """
@@ -27,8 +31,13 @@ from torch.utils.data import DataLoader
 
 import checkpoints
 import ddp
+import divergence
 import evaluation
 import recipe
+from divergence import TrainingDiverged  # train.py catches it as trainer.TrainingDiverged
+
+# Under DDP the ranks agree on a NaN/Inf step loss (one tiny all-reduce) every this many steps; alone, every step.
+DIVERGENCE_CHECK_STEPS = 10
 
 
 class Callback(Protocol):
@@ -123,7 +132,9 @@ class Trainer:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.stopped_early = False
         self.stop_reason = ""
+        self.diverged = False
         self._stop_requested = False
+        self.guard = divergence.DivergenceGuard(self.num_classes)
         self.last_lr = self.plan.lr
         self._wrapped: nn.Module | None = None
         self._wrapped_trainable: bool | None = None
@@ -174,6 +185,8 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------------------
     def fit(self) -> list[dict[str, Any]]:
+        """Train the planned epochs (or until a stop); raises ``TrainingDiverged`` after a diverged epoch."""
+        self.guard.remember(self.history)  # a resumed run's earlier epochs are the references
         for epoch in range(self.start_epoch, self.plan.epochs):
             if self.stopped_early:
                 break
@@ -205,16 +218,31 @@ class Trainer:
                 self.best_state = copy.deepcopy({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
             # The saved model's score so far: the tuning objective (SageMaker ranks a job by its last value).
             row["best_valid_accuracy"] = self.best["valid_accuracy"]
-            stop = self._stop_requested or self._early_stop(epoch)
+            # Every rank reaches the same verdict: the row's losses are summed across processes.
+            diverged = self.guard.check_epoch(row)
+            requested = self._stop_requested  # by a callback during the epoch's steps (the debugger)
+            stop = requested or self._early_stop(epoch)
             for callback in self.callbacks:
                 if getattr(callback, "on_epoch_end", None) and callback.on_epoch_end(self, row):
                     stop, self.stop_reason = True, self.stop_reason or _reason(callback)
+                    requested = True
             self.stopped_early = ddp.broadcast_flag(stop, self.world)
             if self.world.is_main:
                 self.log(metric_line(row))
+            if diverged:  # not checkpointed: a resumed run starts again from the last healthy epoch
+                self._diverge(diverged, row, self.stop_reason if requested else "")
             self._save(epoch, improved)
             ddp.barrier()
         return self.history
+
+    def _diverge(self, finding: str, row: dict[str, Any], stopped_by: str) -> None:
+        reason = f"{finding}; {divergence.advice(self.plan.lr, self.plan.grad_clip)}"
+        if stopped_by:  # e.g. the debugger's exploding_tensor stopped the epoch on the NaN loss
+            reason += f"; {stopped_by}"
+        self.diverged, self.stopped_early, self.stop_reason = True, True, reason
+        if self.world.is_main:
+            self.log(reason)
+        raise TrainingDiverged(reason, epoch=int(row["epoch"]))
 
     def _early_stop(self, epoch: int) -> bool:
         patience = self.plan.early_stopping_patience
@@ -244,6 +272,7 @@ class Trainer:
             else nullcontext()
         )
         params = [p for p in self.model.parameters() if p.requires_grad]
+        bad_loss = False  # this rank saw a NaN/Inf step loss this epoch
         waited = time.perf_counter()
         for step, (images, targets) in enumerate(_progress(self.train_loader, epoch, self.world)):
             if step >= self.plan.steps_per_epoch:
@@ -276,6 +305,7 @@ class Trainer:
             count += batch
             step_loss = loss.item()  # waits for the device, so `finished` is honest without a sync
             finished = time.perf_counter()
+            bad_loss = self.guard.observe_step(step_loss, self.global_step, epoch + 1) or bad_loss
             info = StepInfo(
                 epoch,
                 step,
@@ -293,6 +323,8 @@ class Trainer:
                 if getattr(callback, "on_step_end", None) and callback.on_step_end(self, info):
                     self._stop_requested = True
                     self.stop_reason = self.stop_reason or _reason(callback)
+            if self._nonfinite_loss(bad_loss, step):  # diverged: validate the epoch, then the guard raises
+                break
             if self._stop_requested:
                 break
             waited = time.perf_counter()
@@ -301,6 +333,17 @@ class Trainer:
         ddp.all_sum(count)
         total = max(1, int(count.item()))
         return float(loss_sum.item()) / total, int(correct.item()) / total, trainable
+
+    def _nonfinite_loss(self, bad_loss: bool, step: int) -> bool:
+        """Whether to end the epoch on a NaN/Inf step loss: at once in one process; under DDP every
+        ``DIVERGENCE_CHECK_STEPS`` steps, when any rank saw one (the ranks run the same steps, so they meet
+        in the same all-reduce). The epoch's summed loss is NaN/Inf too, so every rank's guard then fires."""
+        if not self.world.distributed:
+            return bad_loss
+        if (step + 1) % DIVERGENCE_CHECK_STEPS:
+            return False
+        flag = torch.tensor([1 if bad_loss else 0], dtype=torch.int64, device=self.device)
+        return bool(ddp.all_sum(flag).item())
 
     def _network(self, trainable: bool) -> nn.Module:
         """The model as this epoch trains it; under DDP re-wrapped whenever the trainable set changes."""
