@@ -42,7 +42,8 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".
 class DemoObject:
     key: str
     body: bytes
-    label: str | None  # the known label; None for input that is bad on purpose
+    label: str | None  # the known label; None for input that is bad on purpose or of none of the labels
+    unknown: bool = False  # an image of none of the model's labels: it must not be sorted
 
 
 def labelled_images(data: Path, per_label: int, seed: int = 7) -> list[DemoObject]:
@@ -76,6 +77,26 @@ def bad_objects(example: DemoObject) -> list[DemoObject]:
     ]
 
 
+def unknown_objects() -> list[DemoObject]:
+    """Images of none of the labels (a ring, stripes): the model must not sort them under a label."""
+    from PIL import Image, ImageDraw
+
+    ring = Image.new("RGB", (96, 96), (230, 200, 200))
+    draw = ImageDraw.Draw(ring)
+    draw.ellipse([15, 15, 81, 81], fill=(90, 30, 30))
+    draw.ellipse([32, 32, 64, 64], fill=(230, 200, 200))
+    stripes = Image.new("RGB", (96, 96), (230, 230, 230))
+    draw = ImageDraw.Draw(stripes)
+    for x in range(0, 96, 16):
+        draw.rectangle([x, 0, x + 7, 95], fill=(30, 30, 30))
+    objects = []
+    for name, image in (("ring", ring), ("stripes", stripes)):
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=90)
+        objects.append(DemoObject(f"uploads/none-of-the-labels-{name}.jpg", buffer.getvalue(), None, unknown=True))
+    return objects
+
+
 def _jpeg() -> bytes:
     from PIL import Image
 
@@ -91,7 +112,7 @@ def run(args: argparse.Namespace, train_flags: list[str]) -> dict[str, Any]:
     predictor = ArtifactModel(model.path)
     data = model.data or demo_model.generated_dataset()
     good = labelled_images(data, args.per_label)
-    objects = good + bad_objects(good[0])
+    objects = good + bad_objects(good[0]) + unknown_objects()
     model_labels = set(predictor.model.labels)
     known = {o.label for o in objects if o.label}
     if not known <= model_labels:
@@ -119,10 +140,12 @@ def _route(twin: LocalTwin, objects: list[DemoObject]) -> dict[str, Any]:
     for obj in objects:
         twin.drop(obj.key, obj.body)
     twin.duplicate_notification()
-    bad = sum(1 for o in objects if o.label is None)
+    bad = sum(1 for o in objects if o.label is None and not o.unknown)
+    unknown = sum(1 for o in objects if o.unknown)
     print(
-        f"dropped {len(objects)} objects into s3://{names.inbox_bucket}/uploads/ ({len(objects) - bad} held-out "
-        f"labelled images, {bad} bad on purpose) and sent 1 duplicate notification"
+        f"dropped {len(objects)} objects into s3://{names.inbox_bucket}/uploads/ ({len(objects) - bad - unknown} "
+        f"held-out labelled images, {bad} bad on purpose, {unknown} of none of the labels) and sent 1 duplicate "
+        "notification"
     )
     report = twin.drain(max_seconds=300)
     print(
@@ -136,6 +159,7 @@ def _route(twin: LocalTwin, objects: list[DemoObject]) -> dict[str, Any]:
 def summarise(snapshot: Snapshot, objects: list[DemoObject]) -> dict[str, Any]:
     items = snapshot.items
     truth = {o.key: o.label for o in objects}
+    unknown_keys = {o.key for o in objects if o.unknown}
     sorted_items = [i for i in items if i["status"] == "SORTED" and truth.get(i["source_key"])]
     guessed = [i for i in items if i["status"] in ("SORTED", "REVIEW") and truth.get(i["source_key"])]
     return {
@@ -149,6 +173,17 @@ def summarise(snapshot: Snapshot, objects: list[DemoObject]) -> dict[str, Any]:
             if i["status"] == "REVIEW"
         ),
         "rejected": sorted((i["source_key"], i["reason"], i["detail"]) for i in items if i["status"] == "REJECTED"),
+        "unknown": sorted(
+            (
+                i["source_key"],
+                i["status"],
+                i.get("reason") or i.get("label", ""),
+                i["top_label"],
+                float(i["confidence"]),
+            )
+            for i in items
+            if i["source_key"] in unknown_keys
+        ),
         "accuracy_sorted": _accuracy(sorted_items, truth),
         "sorted_count": len(sorted_items),
         "accuracy_top": _accuracy(guessed, truth),
@@ -213,6 +248,11 @@ def print_summary(summary: dict[str, Any], twin: LocalTwin) -> None:
     for key, label, confidence, truth, reason in summary["review"]:
         known = f"; it is {truth}" if truth and summary["labels_match"] else ""
         print(f"  {key:38s} {reason}: top guess {label} ({confidence:.2f}{known})")
+    caught = sum(1 for _, status, *_ in summary["unknown"] if status != "SORTED")
+    print(f"images of none of the labels: {caught} of {len(summary['unknown'])} kept out of the label folders")
+    for key, status, _, label, confidence in summary["unknown"]:
+        if status == "SORTED":
+            print(f"  sorted wrongly: {key} as {label} ({confidence:.2f})")
     print(f"rejected ({len(summary['rejected'])}):")
     for key, reason, detail in summary["rejected"]:
         print(f"  {key:38s} {reason}: {textwrap.shorten(detail, 72, placeholder='...')}")

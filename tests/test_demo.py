@@ -51,7 +51,8 @@ def test_demo_trains_serves_routes_everything_once_and_cleans_up(demo_dirs, monk
     assert child_processes() == []  # train.py and its loader workers are gone
 
     labelled = 2 * len(demo_dataset.CLASSES)
-    assert summary["objects"] == summary["items"] == labelled + 5  # 4 bad, 1 real image under a unicode key
+    # 4 bad, 1 real image under a unicode key, 2 images of none of the labels
+    assert summary["objects"] == summary["items"] == labelled + 7
     assert summary["one_copy_each"] is True
     assert summary["inbox_left"] == [] and summary["queue_depth"] == 0 and summary["dlq_depth"] == 0
     reasons = {key.split("/")[-1]: reason for key, reason, _ in summary["rejected"]}
@@ -62,7 +63,12 @@ def test_demo_trains_serves_routes_everything_once_and_cleans_up(demo_dirs, monk
         "phone photo.heic": "unsupported_format",
     }
     assert summary["labels_match"] is True
-    assert summary["labelled_count"] + summary["by_status"].get("REJECTED", 0) == summary["objects"]
+    assert summary["labelled_count"] + summary["by_status"].get("REJECTED", 0) + 2 == summary["objects"]
+    assert [key for key, *_ in summary["unknown"]] == [
+        "uploads/none-of-the-labels-ring.jpg",
+        "uploads/none-of-the-labels-stripes.jpg",
+    ]
+    assert all(status in ("SORTED", "REVIEW") for _, status, *_ in summary["unknown"])  # routed, never rejected
     assert 0.0 <= summary["accuracy_top"] <= 1.0
     assert summary["training_seconds"] is not None  # trained in this run
 
@@ -78,6 +84,7 @@ def test_demo_trains_serves_routes_everything_once_and_cleans_up(demo_dirs, monk
         "trained just now",
         "accuracy against the known labels",
         "exactly one sorted copy",
+        "images of none of the labels: ",
         "all local servers stopped",
         "breedfilter local up",
         "# how training went",  # breedfilter report on the training run beside the model it made
@@ -92,7 +99,7 @@ def test_demo_trains_serves_routes_everything_once_and_cleans_up(demo_dirs, monk
 
     monkeypatch.setattr(demo_model, "train", no_training)
     again = run_demo("--per-label", "1")
-    assert again["items"] == len(demo_dataset.CLASSES) + 5 and again["training_seconds"] is None
+    assert again["items"] == len(demo_dataset.CLASSES) + 7 and again["training_seconds"] is None
     assert "cached (--retrain trains again)" in capsys.readouterr().out
 
 

@@ -39,6 +39,18 @@ def test_fit_temperature_recovers_the_temperature_the_labels_were_drawn_with():
     assert open_set.fit_temperature(logits, targets) == pytest.approx(0.5, rel=0.06)
 
 
+def test_a_split_without_errors_does_not_make_every_probability_one():
+    generator = torch.Generator().manual_seed(3)
+    targets = torch.arange(4).repeat(75)
+    logits = torch.randn(300, 4, generator=generator)
+    logits[torch.arange(300), targets] += 8  # every image right, by a wide margin
+    temperature = open_set.fit_temperature(logits, targets)
+    top = torch.softmax(logits.double() / temperature, dim=1).max(dim=1).values
+    assert temperature > 0.05  # not driven to the bound
+    assert float(top.mean()) < 1 - 1 / 3000  # no more sure than 300 images can show
+    assert float(top.mean()) > 0.99
+
+
 def test_ece_is_small_for_calibrated_probabilities_and_drops_after_fitting_the_temperature():
     logits, targets = _calibrated_sample(20_000, 5, temperature=3.0)
     raw = open_set.ece(open_set.reliability(torch.softmax(logits.double(), 1), targets))
