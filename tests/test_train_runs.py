@@ -267,21 +267,25 @@ def test_two_process_ddp_agrees_with_one_process(dataset, tmp_path):
 
 def test_runs_as_a_sagemaker_job_from_its_environment(dataset, tmp_path):
     """SageMaker's contract: channels and dirs in SM_* variables, hyperparameters as flags (strings)."""
+    root = tmp_path / "opt" / "ml"  # where /opt/ml would be: nothing may be written into the machine's own
     env = {
         "SM_CHANNEL_TRAIN": str(dataset / "train"),
         "SM_CHANNEL_VALID": str(dataset / "valid"),
         "SM_CHANNEL_TEST": str(dataset / "test"),
-        "SM_MODEL_DIR": str(tmp_path / "opt_ml_model"),
-        "SM_OUTPUT_DATA_DIR": str(tmp_path / "opt_ml_output_data"),
+        "SM_MODEL_DIR": str(root / "model"),
+        "SM_OUTPUT_DATA_DIR": str(root / "output" / "data"),
+        "TRAINING_JOB_NAME": "bf-test-job",
     }
     hyperparameters = ["--model", "timm/test_efficientnet", "--weights", "none", "--epochs", "1", "--image_size", "32"]
-    local = ["--num-workers", "0", "--checkpoint-dir", str(tmp_path / "checkpoints")]  # /opt/ml/checkpoints there
-    result = _run([*hyperparameters, "--channels_last", "False", *local], env_extra=env)
+    result = _run([*hyperparameters, "--channels_last", "False", "--num-workers", "0"], env_extra=env)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (tmp_path / "opt_ml_model" / "model.pth").is_file()
-    assert (tmp_path / "opt_ml_model" / "code" / "inference.py").is_file()
+    assert (root / "model" / "model.pth").is_file()
+    assert (root / "model" / "code" / "inference.py").is_file()
+    # TensorBoard and checkpoints where SageMaker collects them, relative to the job's own /opt/ml
+    assert list((root / "output" / "tensorboard").rglob("events.out.tfevents.*"))
+    assert (root / "checkpoints" / "bf-test-job" / "last.pt").is_file()
     assert not list(tmp_path.rglob("model.tar.gz"))  # SageMaker tars SM_MODEL_DIR itself
-    metrics = json.loads((tmp_path / "opt_ml_output_data" / "metrics.json").read_text())
+    metrics = json.loads((root / "output" / "data" / "metrics.json").read_text())
     assert metrics["test"]["count"] == 24 and metrics["hyperparameters"]["channels_last"] is False
 
 

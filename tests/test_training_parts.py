@@ -60,6 +60,10 @@ def test_sagemaker_environment_and_string_booleans():
     assert opts.test is None and opts.data is None
     assert str(opts.model_dir) == "/opt/ml/model" and str(opts.output_data_dir) == "/opt/ml/output/data"
     assert str(opts.checkpoint_dir) == "/opt/ml/checkpoints"
+    assert str(opts.tensorboard_dir) == "/opt/ml/output/tensorboard"  # where SageMaker collects it
+    elsewhere = options.parse_options([], env={**env, "SM_MODEL_DIR": "/tmp/job/model"})
+    assert str(elsewhere.tensorboard_dir) == "/tmp/job/output/tensorboard"  # never the machine's real /opt/ml
+    assert str(elsewhere.checkpoint_dir) == "/tmp/job/checkpoints"
     assert opts.package is False  # SageMaker tars SM_MODEL_DIR itself
     assert opts.channels_last is False and opts.verify_images is True and opts.epochs == 4
     single = options.parse_options([], env={"SM_CHANNEL_TRAINING": "/opt/ml/input/data/training", **env})

@@ -209,7 +209,7 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
     out.add_argument(
         "--tensorboard-dir",
         type=_optional_path,
-        default="/opt/ml/output/tensorboard" if on_sagemaker else "auto",
+        default=_tensorboard_default(env),
         help="TensorBoard event files (default: OUTPUT_DATA_DIR/tensorboard; on SageMaker /opt/ml/output/tensorboard); "
         "'none' for none",
     )
@@ -364,9 +364,24 @@ def _channel_root(env: Mapping[str, str]) -> Path | None:
     return None
 
 
+def _sagemaker_root(env: Mapping[str, str]) -> Path:
+    """``/opt/ml`` in a SageMaker job: the parent of SM_MODEL_DIR (``/opt/ml/model``). Derived, not hard-coded,
+    so that train.py run with SageMaker's variables pointing elsewhere (a test, a laptop) never writes into a
+    real ``/opt/ml``."""
+    return Path(env["SM_MODEL_DIR"]).parent
+
+
+def _tensorboard_default(env: Mapping[str, str]) -> str:
+    """SageMaker collects ``/opt/ml/output/tensorboard`` (TensorBoardOutputConfig's LocalPath)."""
+    if "SM_MODEL_DIR" not in env:
+        return "auto"
+    output = Path(env["SM_OUTPUT_DIR"]) if env.get("SM_OUTPUT_DIR") else _sagemaker_root(env) / "output"
+    return str(output / "tensorboard")
+
+
 def _checkpoint_default(env: Mapping[str, str]) -> Path:
     # SageMaker syncs /opt/ml/checkpoints to S3 when the job sets checkpoint_s3_uri (spot training).
     # One subdirectory per job: the trials of a tuning job may share one checkpoint prefix.
     if "SM_MODEL_DIR" in env:
-        return Path("/opt/ml/checkpoints") / env.get("TRAINING_JOB_NAME", "")
+        return _sagemaker_root(env) / "checkpoints" / env.get("TRAINING_JOB_NAME", "")
     return Path("out/train/checkpoints")
