@@ -10,6 +10,9 @@
     breedfilter predict IMAGE... [--model F|--endpoint N] classify files with an artifact or an endpoint
     breedfilter results --label L|--status S|--source URI|--counts   query the results table
     breedfilter report RUN_DIR|s3://... [--regenerate] [--open]  a training run's summary and HTML report
+    breedfilter reconcile [--older-than MIN] [--max N] [--dry-run]  route inbox objects no notification routed
+    breedfilter backfill s3://BUCKET/PREFIX [--rate N] [--dry-run]  send existing objects through the router
+    breedfilter redrive [--max N]                      move dead-lettered messages back to the inbox queue
 
 Each subcommand has --help.
 """
@@ -67,6 +70,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         from breedfilter import report_cli
 
         return report_cli.main(rest)
+    if command == "reconcile":
+        from breedfilter import reconcile_cli
+
+        return reconcile_cli.main(rest)
+    if command == "backfill":
+        from breedfilter import backfill
+
+        return backfill.main(rest)
+    if command == "redrive":
+        from breedfilter import redrive
+
+        return redrive.main(rest)
     if command == "predict":
         from breedfilter import predict
 

@@ -7,6 +7,12 @@ this process's environment at both (as template.yaml configures the Lambda) and 
 ``lambda_handler``, loaded the way Lambda loads it, from the inbox queue as Lambda's SQS event source does.
 ``make demo``, ``breedfilter local up`` and the end-to-end tests all run this one wiring.
 
+Retries keep the template's numbers on a scaled clock: a failed message comes back after the inbox queue's
+visibility timeout (390 s) x ``time_scale`` (default ``$BREEDFILTER_TWIN_TIME_SCALE`` or 0.01: 3.9 s) and goes
+to the dead-letter queue after the template's ``maxReceiveCount`` receives (see ``breedfilter.sqs_poller``).
+S3 notifications carry ``versionId`` and ``sequencer`` as S3's do (see ``breedfilter.local_aws``).
+Everything lives in this process's memory: closing the twin forgets it.
+
     with LocalTwin(ArtifactModel("model.tar.gz")) as twin:
         twin.drop("uploads/dog.jpg", data)
         twin.drain()           # or twin.start_polling() to route live until close()
@@ -16,11 +22,13 @@ this process's environment at both (as template.yaml configures the Lambda) and 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import os
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +44,7 @@ from breedfilter.local_aws import (
     router_environment,
     scan_items,
 )
-from breedfilter.sqs_poller import PollReport, SqsEventSource
+from breedfilter.sqs_poller import PollReport, SqsEventSource, twin_time_scale
 from breedfilter.template import StackTemplate
 
 log = logging.getLogger("breedfilter.local_twin")
@@ -69,7 +77,7 @@ class LocalTwin:
         names: StackNames | None = None,
         router_overrides: dict[str, str] | None = None,
         max_receive_count: int | None = None,
-        retry_delay_seconds: int = 0,
+        time_scale: float | None = None,
         quiet_router: bool = True,
         aws_port: int | None = None,
         endpoint_port: int = 0,
@@ -79,7 +87,7 @@ class LocalTwin:
         self.predictor = predictor
         self.router_overrides = dict(router_overrides or {})
         self.max_receive_count = max_receive_count
-        self.retry_delay_seconds = retry_delay_seconds
+        self.time_scale = twin_time_scale(time_scale)
         self.quiet_router = quiet_router
         self.aws = LocalAws(aws_port)
         self.endpoint_port = endpoint_port
@@ -140,7 +148,7 @@ class LocalTwin:
             handler,
             batch_size=self.batch_size,
             function_name=self.names.function_name,
-            retry_delay_seconds=self.retry_delay_seconds,
+            time_scale=self.time_scale,
         )
 
     def close(self) -> None:
@@ -182,11 +190,14 @@ class LocalTwin:
         with self._router_stdout():
             return self.source.drain(max_seconds=max_seconds)
 
-    def start_polling(self, wait_seconds: int = 1) -> None:
-        """Route live in a background thread (long polling) until ``stop_polling`` or ``close``."""
+    def start_polling(self, wait_seconds: int = 1, *, reconcile: bool = False) -> None:
+        """Route live in a background thread (long polling) until ``stop_polling`` or ``close``; with
+        ``reconcile`` also run the reconciler on its schedule, as the deployed stack does (``local up``)."""
         assert self.source is not None, "use LocalTwin as a context manager"
         self._stop_polling.clear()
-        self._poller = threading.Thread(target=self._poll_loop, args=(wait_seconds,), name="sqs-poller", daemon=True)
+        self._poller = threading.Thread(
+            target=self._poll_loop, args=(wait_seconds, reconcile), name="sqs-poller", daemon=True
+        )
         self._poller.start()
 
     def stop_polling(self) -> None:
@@ -195,9 +206,17 @@ class LocalTwin:
             self._poller.join(timeout=30)
             self._poller = None
 
-    def _poll_loop(self, wait_seconds: int) -> None:
+    def _poll_loop(self, wait_seconds: int, reconcile: bool) -> None:
         assert self.source is not None
+        from breedfilter.reconcile_cli import schedule_interval_seconds
+
+        # the reconciler's schedule (template.yaml's rate), on the twin's scaled clock like the queue's
+        period = max(1.0, schedule_interval_seconds(self.template) * self.time_scale)
+        next_reconcile = time.monotonic() + period
         while not self._stop_polling.is_set():
+            if reconcile and time.monotonic() >= next_reconcile:
+                next_reconcile = time.monotonic() + period
+                self._scheduled_reconcile()
             try:
                 report = self.source.poll_once(wait_seconds=wait_seconds)
             except Exception:  # moto going away at shutdown, or a transient local error: keep serving
@@ -210,10 +229,31 @@ class LocalTwin:
                 with self._live_lock:
                     self.live.add(report)
                 log.info(
-                    "batch of %d: %d routed, %d returned to the queue", report.received, report.succeeded, report.failed
+                    "batch of %d: %d routed, %d returned to the queue%s",
+                    report.received,
+                    report.succeeded,
+                    report.failed,
+                    f" (back {self.source.retry_after_seconds:g} s after their receive)" if report.failed else "",
                 )
-                if report.failed:
-                    self._stop_polling.wait(max(0.2, float(self.retry_delay_seconds)))
+                continue
+            waiting = self.source.next_release_in()
+            if waiting is not None and waiting < wait_seconds:  # poll_once long-polls whole seconds only
+                self._stop_polling.wait(waiting + 0.001)
+
+    def _scheduled_reconcile(self) -> None:
+        try:
+            found = self.reconcile()
+        except Exception:  # the next period tries again, as EventBridge Scheduler would
+            log.exception("the reconciler's run failed")
+            return
+        if found["stuck"]:
+            log.info(
+                "reconciler: %d stuck in the inbox (%d without a notification, %d left after a crash), %d sent again",
+                found["stuck"],
+                found["lost"],
+                found["leftover"],
+                found["sent"],
+            )
 
     def _router_stdout(self) -> contextlib.AbstractContextManager[Any]:
         """EMF metric lines go to stdout on Lambda; keep them out of a quiet twin's output."""
@@ -233,6 +273,19 @@ class LocalTwin:
             dlq_depth=queue_depth(sqs, self.stack.dlq_url),
             dlq_bodies=[m["Body"] for m in dlq_messages],
         )
+
+    def reconcile(self, grace_minutes: float | None = None, *, dry_run: bool = False) -> dict[str, Any]:
+        """One pass of the reconciler (the scheduled function's code) over the twin's inbox; its summary.
+
+        ``grace_minutes`` defaults to the template's, scaled like the queue's clock (``time_scale``)."""
+        assert self.stack is not None, "use LocalTwin as a context manager"
+        from breedfilter.reconcile_cli import twin_reconciler
+
+        runner = twin_reconciler(self.stack, self.aws.client, self.template)
+        scaled = runner.settings.grace_minutes * self.time_scale if grace_minutes is None else grace_minutes
+        runner.settings = dataclasses.replace(runner.settings, grace_minutes=scaled)
+        with self._router_stdout():
+            return runner.run(dry_run=dry_run).summary()
 
     def exports(self) -> dict[str, str]:
         """What a shell needs so that ``aws`` and ``breedfilter`` commands reach this twin."""

@@ -1,10 +1,12 @@
 """Query the results table: by label (newest first), by status, one source object's decisions, counts per label.
 
-    breedfilter results --label Beagle [--limit 20]      # GSI by-label, newest first
+    breedfilter results --label Beagle [--limit 20|--all] # GSI by-label, newest first (50 unless told)
     breedfilter results --status REVIEW                  # GSI by-status: what needs review (or REJECTED, SORTED)
     breedfilter results --source s3://INBOX/path/dog.jpg # every decision about that key (a table scan)
     breedfilter results --counts                         # images per label, and per status
     ... [--format table|json|csv] [--stack NAME | --table NAME] [--region REGION]
+
+A listing cut by ``--limit`` says on stderr how many more items match and how to see them.
 
 The table: ``--table``, else ``--stack NAME``'s CloudFormation outputs (ResultsTableName and its index names),
 else $RESULTS_TABLE, else the local twin's (``breedfilter-results``, at $AWS_ENDPOINT_URL).
@@ -19,7 +21,7 @@ import json
 import os
 import sys
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -49,13 +51,21 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--status", type=str.upper, choices=STATUSES, help="decisions with this status, newest first")
     what.add_argument("--source", metavar="S3_URI", help="s3://INBOX_BUCKET/KEY: every decision about that object")
     what.add_argument("--counts", action="store_true", help="images per label and per status")
-    parser.add_argument("--limit", type=int, default=50, help="most items listed (0: all)")
+    parser.add_argument("--limit", type=_limit, default=50, help="most items listed (default 50; 0: all)")
+    parser.add_argument("--all", action="store_true", help="list every matching item (same as --limit 0)")
     parser.add_argument("--format", choices=["table", "json", "csv"], default="table")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--stack", help="a deployed stack's name (reads its outputs)")
     where.add_argument("--table", help="the results table's name")
     parser.add_argument("--region", help="AWS region (default: your profile's)")
     return parser
+
+
+def _limit(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("--limit takes a count, or 0 for all")
+    return value
 
 
 def resolve_table(args: argparse.Namespace, session: Any) -> Table:
@@ -84,34 +94,79 @@ def _aws_message(exc: Exception) -> str:
     return str(exc)
 
 
-def query(dynamodb: Any, table: Table, args: argparse.Namespace) -> Iterator[dict[str, Any]]:
-    """Items, newest first for label and status queries (paginated; stops at --limit)."""
+@dataclass
+class Listing:
+    """The items listed (at most ``--limit``) and how many more match but were left out."""
+
+    items: list[dict[str, Any]]
+    more: int = 0
+
+
+def query(dynamodb: Any, table: Table, args: argparse.Namespace) -> Listing:
+    """Items, newest first for label and status queries, at most ``args.limit`` (0: all), and a count of the rest.
+
+    Pages are followed with ``ExclusiveStartKey``; once the limit is reached the rest is only counted
+    (``Select=COUNT`` on the same query or scan), so a cut listing can say how many it left out.
+    """
+    operation, params = _request(table, args)
+    call = getattr(dynamodb, operation)
+    items: list[dict[str, Any]] = []
+    more = 0
+    start: dict[str, Any] | None = None
+    while True:
+        page = call(**params, **({"ExclusiveStartKey": start} if start else {}))
+        for item in page.get("Items", []):
+            if args.limit and len(items) >= args.limit:
+                more += 1
+            else:
+                items.append(_plain(item))
+        start = page.get("LastEvaluatedKey")
+        if not start:
+            return Listing(items, more)
+        if args.limit and len(items) >= args.limit:
+            return Listing(items, more + _count_rest(call, params, start))
+
+
+def _request(table: Table, args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     if args.source:
         bucket, _, key = args.source.removeprefix("s3://").partition("/")
-        pages = dynamodb.get_paginator("scan").paginate(
-            TableName=table.name,
-            FilterExpression="source_bucket = :b AND source_key = :k",
-            ExpressionAttributeValues={":b": {"S": bucket}, ":k": {"S": key}},
-        )
-    else:
-        index, name, value = (
-            (table.by_label, "label", args.label) if args.label else (table.by_status, "status", args.status)
-        )
-        pages = dynamodb.get_paginator("query").paginate(
-            TableName=table.name,
-            IndexName=index,
-            KeyConditionExpression="#k = :v",
-            ExpressionAttributeNames={"#k": name},
-            ExpressionAttributeValues={":v": {"S": value}},
-            ScanIndexForward=False,
-        )
-    count = 0
-    for page in pages:
-        for item in page.get("Items", []):
-            yield _plain(item)
-            count += 1
-            if args.limit and count >= args.limit:
-                return
+        return "scan", {
+            "TableName": table.name,
+            "FilterExpression": "source_bucket = :b AND source_key = :k",
+            "ExpressionAttributeValues": {":b": {"S": bucket}, ":k": {"S": key}},
+        }
+    index, name, value = (
+        (table.by_label, "label", args.label) if args.label else (table.by_status, "status", args.status)
+    )
+    return "query", {
+        "TableName": table.name,
+        "IndexName": index,
+        "KeyConditionExpression": "#k = :v",
+        "ExpressionAttributeNames": {"#k": name},
+        "ExpressionAttributeValues": {":v": {"S": value}},
+        "ScanIndexForward": False,
+    }
+
+
+def _count_rest(call: Any, params: dict[str, Any], start: dict[str, Any]) -> int:
+    total = 0
+    while start:
+        page = call(**params, Select="COUNT", ExclusiveStartKey=start)
+        total += page.get("Count", 0)
+        start = page.get("LastEvaluatedKey")
+    return total
+
+
+def cut_notice(listing: Listing, args: argparse.Namespace) -> str | None:
+    """One line for a listing cut by ``--limit``: how many more match, and how to see them."""
+    if not listing.more:
+        return None
+    shown, total = len(listing.items), len(listing.items) + listing.more
+    which = "first" if args.source else "newest"
+    return (
+        f"{listing.more} more not shown: listed the {which} {shown} of {total}; "
+        f"--all lists every one, --limit N the {which} N"
+    )
 
 
 def counts(dynamodb: Any, table: Table) -> dict[str, Any]:
@@ -201,6 +256,8 @@ def render_counts(summary: dict[str, Any], fmt: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if args.all:
+        args.limit = 0
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
@@ -212,7 +269,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.counts:
             print(render_counts(counts(dynamodb, table), args.format))
         else:
-            print(render(list(query(dynamodb, table, args)), args.format))
+            listing = query(dynamodb, table, args)
+            print(render(listing.items, args.format))
+            notice = cut_notice(listing, args)
+            if notice:  # on stderr: JSON and CSV on stdout stay whole
+                print(notice, file=sys.stderr)
     except QueryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -29,6 +29,7 @@ from breedfilter.local_aws import (
     router_environment,
     scan_items,
 )
+from breedfilter.moto_s3_conditions import install as install_s3_conditions
 from breedfilter.sqs_poller import PollReport, SqsEventSource
 from breedfilter.stand_in_model import ColourModel
 from tests.endpoint_faults import ScriptedModel
@@ -38,6 +39,9 @@ os.environ.update(FAKE_CREDENTIALS)
 os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
 os.environ["POWERTOOLS_TRACE_DISABLED"] = "1"
 os.environ["POWERTOOLS_DEV"] = "0"
+# moto ignores CopyObject's If-None-Match and copy-source If-Match; S3 honours both, and the router relies on them
+# (LocalAws.start installs it too; this covers in-process mock_aws).
+install_s3_conditions()
 
 
 @pytest.fixture
@@ -201,7 +205,9 @@ def build_harness(
         sqs=sqs,
         dynamodb=local_aws.client("dynamodb"),
         handler=handler,
-        source=SqsEventSource(sqs, stack.queue_url, handler, batch_size=10),
+        # time_scale=0: a failed message is visible again at once (unit tests need not wait the scaled
+        # visibility timeout; tests/test_twin_fidelity.py checks the scaled clock)
+        source=SqsEventSource(sqs, stack.queue_url, handler, batch_size=10, time_scale=0),
     )
 
 

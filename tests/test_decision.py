@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import datetime
 from typing import Any
@@ -297,6 +298,43 @@ def test_long_keys_fall_back_to_a_bounded_deterministic_hash(key: str) -> None:
     assert destination_key("review", key).startswith("review/")
 
 
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("camera/IMG_0001.jpg", "Beagle/camera/IMG_0001~{tag}.jpg"),
+        ("IMG_0001.JPG", "Beagle/IMG_0001~{tag}.JPG"),
+        ("a/b/c/archive.tar.gz", "Beagle/a/b/c/archive.tar~{tag}.gz"),
+        ("no-extension", "Beagle/no-extension~{tag}"),
+        ("dir/.hidden", "Beagle/dir/.hidden~{tag}"),
+        ("dots.in/folder/name", "Beagle/dots.in/folder/name~{tag}"),
+        ("狗/柴犬 🐕.webp", "Beagle/狗/柴犬 🐕~{tag}.webp"),
+        ("odd/", "Beagle/odd/~{tag}"),
+    ],
+)
+def test_a_revisions_own_name_keeps_folder_and_extension(key: str, expected: str) -> None:
+    revision = "v:3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrH"
+    tag = decision.revision_tag(revision)
+    assert re.fullmatch(r"[0-9a-f]{12}", tag)
+    assert destination_key("Beagle", key, revision=revision) == expected.format(tag=tag)
+
+
+def test_revision_names_are_deterministic_and_distinct() -> None:
+    key = "camera/IMG_0001.jpg"
+    revisions = ["v:1", "v:2", "e:45c48cce2e2d7fbdea1afc51c7c6ad26", "e:45c48cce2e2d7fbdea1afc51c7c6ad27"]
+    names = [destination_key("Beagle", key, revision=r) for r in revisions]
+    assert names == [destination_key("Beagle", key, revision=r) for r in revisions]  # a redelivery: same name
+    assert len(set(names)) == len(names)
+    assert destination_key("Beagle", key) not in names  # never the readable name
+
+
+@pytest.mark.parametrize("key", ["x" * 1020, "dogs/" + "a" * 1100, "狗" * 400, "a" * (MAX_S3_KEY_BYTES - 12)])
+def test_long_keys_keep_their_hash_and_add_the_revision(key: str) -> None:
+    named = destination_key("Beagle", key, revision="v:1")
+    assert len(named.encode()) <= MAX_S3_KEY_BYTES
+    assert named == f"Beagle/_long-keys/{hashlib.sha256(key.encode()).hexdigest()}~{decision.revision_tag('v:1')}"
+    assert named != destination_key("Beagle", key) and named != destination_key("Beagle", key, revision="v:2")
+
+
 # -- reject ----------------------------------------------------------------------------------------------
 
 
@@ -357,7 +395,11 @@ def test_metadata_for_a_sorted_image() -> None:
     assert meta["breedfilter-confidence"] == "0.91"
     assert meta["breedfilter-model-version"] == "2025-11-20.3"
     assert meta["breedfilter-source-revision"] == "v:3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrH"
+    assert meta["breedfilter-source-bucket"] == "inbox"
     assert unquote(meta["breedfilter-source-key"]) == "dogs/beagle.jpg"
+    assert "breedfilter-source-version-id" not in meta  # given only with the version copied
+    copied = object_metadata(source, decide(prediction(("Beagle", 0.91))), version_id="3HL4kqtJlcpXroDTDmJ")
+    assert copied["breedfilter-source-version-id"] == "3HL4kqtJlcpXroDTDmJ"
     assert "breedfilter-reason" not in meta  # empty values are left out
 
 

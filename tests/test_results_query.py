@@ -84,3 +84,49 @@ def test_a_deployed_stack_is_found_by_its_outputs(routed: Any, capsys: Any) -> N
     assert code == 2 and err.startswith("error: stack nope:")
     code, _, err = run(capsys, "--table", "missing-table", "--counts")
     assert code == 1 and "ResourceNotFoundException" in err and "--stack NAME" in err
+
+
+def test_a_cut_listing_says_how_many_more_and_how_to_see_them(routed: Any, capsys: Any) -> None:
+    code, out, err = run(capsys, "--status", "SORTED", "--limit", "1", "--format", "json")
+    assert code == 0 and len(out.splitlines()) == 1  # stdout stays valid JSON lines
+    assert "2 more not shown" in err and "newest 1 of 3" in err and "--all" in err and "--limit N" in err
+    code, out, err = run(capsys, "--status", "SORTED", "--all", "--format", "json")
+    assert len(out.splitlines()) == 3 and err == ""
+    code, out, err = run(capsys, "--status", "SORTED", "--limit", "3")
+    assert len(out.splitlines()) == 1 + 3 and err == ""  # all there: nothing to say
+    code, out, err = run(capsys, "--source", "s3://breedfilter-inbox-local/in/red-1.jpg", "--limit", "1")
+    assert err == ""
+
+
+def test_the_count_of_the_rest_follows_every_page(harness: Any, capsys: Any) -> None:
+    """Eight 200 KB items: a query page stops at 1 MB, so the rest spans pages that are only counted."""
+    table = harness.stack.names.results_table
+    padding = "x" * 200_000
+    harness.dynamodb.batch_write_item(
+        RequestItems={
+            table: [
+                {
+                    "PutRequest": {
+                        "Item": {
+                            "pk": {"S": f"s3://breedfilter-inbox-local/big-{i}.jpg#e:{i}"},
+                            "status": {"S": "REVIEW"},
+                            "decided_at": {"S": f"2026-01-01T00:00:0{i}Z"},
+                            "source_bucket": {"S": "breedfilter-inbox-local"},
+                            "source_key": {"S": f"big-{i}.jpg"},
+                            "padding": {"S": padding},
+                        }
+                    }
+                }
+                for i in range(8)
+            ]
+        }
+    )
+    code, out, err = run(capsys, "--status", "REVIEW", "--limit", "2", "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and [r["source"] for r in rows] == [
+        "s3://breedfilter-inbox-local/big-7.jpg",
+        "s3://breedfilter-inbox-local/big-6.jpg",
+    ]
+    assert err.startswith("6 more not shown: listed the newest 2 of 8")
+    code, out, err = run(capsys, "--status", "REVIEW", "--limit", "0", "--format", "json")
+    assert len(out.splitlines()) == 8 and err == ""

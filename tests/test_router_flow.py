@@ -9,6 +9,7 @@ import os
 from decimal import Decimal
 
 import pytest
+from PIL import features
 
 from breedfilter.stand_in_model import ColourModel
 from tests.images import HEIC_HEADER, TEXT_AS_JPG, image_bytes, truncated_jpeg
@@ -176,12 +177,16 @@ def test_keys_are_decoded_and_kept_below_the_prefix(harness, key):
     assert harness.keys(harness.inbox) == []
 
 
-@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"])
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "JPEG2000", "AVIF"])
 def test_every_supported_format_reaches_the_model(harness, fmt):
+    if fmt == "AVIF" and not features.check("avif"):
+        pytest.skip("this Pillow has no AVIF codec")
     harness.put(f"pic.{fmt.lower()}", image_bytes("green", fmt))
     harness.drain()
     item = harness.item_for(f"pic.{fmt.lower()}")
     assert item["status"] == "SORTED" and item["label"] == "green"
+    if fmt in ("JPEG2000", "AVIF"):  # formats without an image/* type the endpoint takes
+        assert item["format"] == fmt.lower() and harness.model.calls == ["application/x-image"]
 
 
 def test_one_failing_record_does_not_fail_the_batch(harness):
@@ -195,6 +200,75 @@ def test_one_failing_record_does_not_fail_the_batch(harness):
     poison = next(m["MessageId"] for m in messages if m["Body"] == "this is not json")
     assert response == {"batchItemFailures": [{"itemIdentifier": poison}]}
     assert harness.keys(harness.sorted) == ["blue/b.jpg", "red/a.jpg"]
+
+
+def test_a_batch_in_which_every_record_fails_lists_every_message(harness):
+    """Not a function error (Powertools' default raises BatchProcessingError): each message is reported failed,
+    so each returns to the queue on its own and reaches the DLQ after MaxReceiveCount receives."""
+    harness.send_body("this is not json")
+    harness.send_body({"not": "an s3 event"})
+    messages = harness.sqs.receive_message(QueueUrl=harness.stack.queue_url, MaxNumberOfMessages=10)["Messages"]
+    assert len(messages) == 2
+    response = harness.invoke({"Records": [harness.source._record(m) for m in messages]})
+    assert sorted(f["itemIdentifier"] for f in response["batchItemFailures"]) == sorted(
+        m["MessageId"] for m in messages
+    )
+
+
+def missing_bucket_event(bucket: str, *, with_version: bool) -> dict:
+    obj = {"key": "dog.jpg", "size": 1234, "eTag": "0123456789abcdef0123456789abcdef"}
+    if with_version:
+        obj["versionId"] = "3HL4kqtJlcpXroDTDmjVBH40Nrjfkd"
+    return {
+        "Records": [
+            {
+                "eventVersion": "2.1",
+                "eventSource": "aws:s3",
+                "eventName": "ObjectCreated:Put",
+                "eventTime": "2026-01-01T00:00:00.000Z",
+                "s3": {"bucket": {"name": bucket}, "object": obj},
+            }
+        ]
+    }
+
+
+@pytest.mark.parametrize("with_version", [True, False], ids=["versionId", "etag-only"])
+def test_an_event_naming_a_bucket_that_does_not_exist_fails_loudly(harness, monkeypatch, request, with_version):
+    """Not dropped as a deleted object would be: the record fails with an error naming the bucket, and the
+    message ends in the dead-letter queue; the other records of the batch are routed."""
+    import io
+
+    import app
+
+    stream = io.StringIO()
+    monkeypatch.setattr(app.logger.registered_handler, "stream", stream)
+    missing = "breedfilter-no-such-bucket"
+    harness.put("ok.jpg", image_bytes("red"))
+    harness.send_body(missing_bucket_event(missing, with_version=with_version))
+    messages = harness.sqs.receive_message(QueueUrl=harness.stack.queue_url, MaxNumberOfMessages=10)["Messages"]
+    assert len(messages) == 2
+    response = harness.invoke({"Records": [harness.source._record(m) for m in messages]})
+    lost = next(m["MessageId"] for m in messages if missing in m["Body"])
+    assert response == {"batchItemFailures": [{"itemIdentifier": lost}]}
+    assert harness.keys(harness.sorted) == ["red/ok.jpg"]
+    errors = [json.loads(line) for line in stream.getvalue().splitlines() if '"level":"ERROR"' in line]
+    assert [e["bucket"] for e in errors] == [missing]
+    assert missing in errors[0]["message"] and "does not exist" in errors[0]["message"]
+    for message in messages:
+        harness.sqs.change_message_visibility(
+            QueueUrl=harness.stack.queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+        )
+    harness.drain()
+    dead = harness.sqs.receive_message(QueueUrl=harness.stack.dlq_url, MaxNumberOfMessages=10).get("Messages", [])
+    assert len(dead) == 1 and missing in dead[0]["Body"]
+    assert [item["source_key"] for item in harness.items()] == ["ok.jpg"]
+
+
+def test_a_direct_s3_event_naming_a_missing_bucket_raises(harness):
+    from routing.pipeline import BucketMissing
+
+    with pytest.raises(BucketMissing, match="breedfilter-no-such-bucket"):
+        harness.invoke(missing_bucket_event("breedfilter-no-such-bucket", with_version=False))
 
 
 def test_poison_message_ends_in_the_dead_letter_queue(harness):

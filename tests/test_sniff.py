@@ -7,7 +7,7 @@ import random
 import zipfile
 
 import pytest
-from PIL import Image
+from PIL import Image, features
 
 from routing.sniff import SNIFF_BYTES, Sniffed, sniff
 from tests.images import HEIC_HEADER, TEXT_AS_JPG, image_bytes
@@ -80,15 +80,65 @@ def test_heic_brands_are_unsupported(brand: bytes) -> None:
 
 
 @pytest.mark.parametrize("brand", [b"avif", b"avis"])
-def test_avif_is_recognised_as_unsupported(brand: bytes) -> None:
+def test_avif_brands_are_supported(brand: bytes) -> None:
     found = sniff(ftyp(brand)[:SNIFF_BYTES])
-    assert found == Sniffed("avif", "image/avif", False)
+    assert found == Sniffed("avif", "application/x-image", True)
 
 
-def test_heif_family_with_generic_major_brand_is_unsupported() -> None:
-    found = sniff(ftyp(b"mif1", compatible=b"avif")[:SNIFF_BYTES])
-    assert found is not None
-    assert found.supported is False
+def test_heif_family_with_generic_major_brand_is_told_apart_by_its_compatible_brands() -> None:
+    assert sniff(ftyp(b"mif1", compatible=b"avif")[:SNIFF_BYTES]) == Sniffed("avif", "application/x-image", True)
+    assert sniff(ftyp(b"mif1", compatible=b"heic")[:SNIFF_BYTES]) == Sniffed("heic", "image/heic", False)
+
+
+def encoded(fmt: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 32), (30, 160, 60)).save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "options"),
+    [
+        pytest.param("JPEG2000", {}, id="jp2-file"),
+        pytest.param("JPEG2000", {"no_jp2": True}, id="j2k-codestream"),
+        pytest.param(
+            "JPEG2000", {"irreversible": True, "quality_mode": "rates", "quality_layers": [20]}, id="jp2-lossy"
+        ),
+        pytest.param("AVIF", {}, id="avif"),
+        pytest.param("AVIF", {"quality": 50}, id="avif-lossy"),
+    ],
+)
+def test_jpeg2000_and_avif_are_supported_and_the_endpoint_decodes_them(fmt: str, options: dict) -> None:
+    """Real files made by Pillow: the router sniffs them as supported, and training/imaging.py (the endpoint's
+    decoder) decodes them from the content type the router sends."""
+    if not features.check("jpg_2000" if fmt == "JPEG2000" else "avif"):
+        pytest.skip(f"this Pillow cannot encode {fmt}")
+    import imaging
+    import inference
+
+    data = encoded(fmt, **options)
+    found = sniff(data[:SNIFF_BYTES])
+    assert found == Sniffed(fmt.lower(), "application/x-image", True)
+    assert found.content_type in ENDPOINT_CONTENT_TYPES and found.content_type in inference.IMAGE_CONTENT_TYPES
+    decoded = imaging.decode_rgb(data)
+    assert decoded.size == (40, 32) and decoded.mode == "RGB"
+    red, green, blue = decoded.getpixel((20, 16))
+    assert green > 120 and red < 80 and blue < 100
+
+
+def test_jpeg2000_signature_and_codestream_are_recognised_from_their_first_bytes() -> None:
+    assert sniff(b"\x00\x00\x00\x0cjP  \r\n\x87\n" + b"\x00" * 20) == Sniffed("jpeg2000", "application/x-image", True)
+    assert sniff(b"\xff\x4f\xff\x51\x00\x2f") == Sniffed("jpeg2000", "application/x-image", True)
+    assert sniff(b"\x00\x00\x00\x0cjP  \r\n") is None  # cut short
+    assert sniff(b"\xff\x4f\xff\x90") is None  # SOC without SIZ: not a codestream start
+
+
+def test_heic_stays_unsupported_because_pillow_cannot_decode_it() -> None:
+    import imaging
+
+    with pytest.raises(imaging.ImageInputError):
+        imaging.decode_rgb(HEIC_HEADER)
+    assert sniff(HEIC_HEADER[:SNIFF_BYTES]).supported is False
 
 
 @pytest.mark.parametrize("brand", [b"isom", b"mp42", b"qt  ", b"M4A "])

@@ -443,7 +443,9 @@ def test_deployed_role_has_no_managed_policy_granting_data_actions_everywhere(mo
 
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     document = copy.deepcopy(StackTemplate.load().document)
-    document["Resources"]["RouterFunction"]["Properties"]["CodeUri"] = "s3://bucket/router.zip"  # as sam package
+    for resource in document["Resources"].values():  # the router and the reconciler share one code package
+        if resource["Type"] == "AWS::Serverless::Function":
+            resource["Properties"]["CodeUri"] = "s3://bucket/router.zip"  # as sam package
     transformed = transform(document, {}, NoManagedPolicies())
     role = transformed["Resources"]["RouterFunctionRole"]["Properties"]
     managed = {arn.rsplit("/", 1)[-1] for arn in role.get("ManagedPolicyArns", [])}

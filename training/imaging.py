@@ -45,8 +45,9 @@ MAX_PIXELS: int = 64_000_000
 
 # Formats Pillow may open: what cameras, phones, browsers and datasets produce. Everything else (EPS, which
 # would run Ghostscript; TGA, which has no signature so any bytes may "decode"; PSD, FITS, ...) is refused before a
-# decoder runs. Phones' MPO files open as JPEG.
-FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "AVIF", "PPM", "ICO")
+# decoder runs. Phones' MPO files open as JPEG; JPEG 2000 (JP2 files and raw codestreams) as JPEG2000. The router
+# sends what it sniffs as one of these (functions/router/routing/sniff.py).
+FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "AVIF", "JPEG2000", "PPM", "ICO")
 
 INTERPOLATIONS: tuple[str, ...] = ("bilinear", "bicubic", "nearest")
 AUGMENTATIONS: tuple[str, ...] = ("standard", "trivialaugment", "none")

@@ -1,7 +1,8 @@
 """The router Lambda: SQS batches of S3 notifications in, each image routed to the sorted bucket.
 
 Handler ``app.lambda_handler`` (template.yaml). Also accepts a direct S3 -> Lambda event. Each SQS record
-succeeds or fails alone (``ReportBatchItemFailures``): a failed one returns to the queue, then the DLQ.
+succeeds or fails alone (``ReportBatchItemFailures``): a failed one returns to the queue, then the DLQ; a
+batch in which every record failed is answered the same way (every message id listed), not raised.
 
     sam local invoke RouterFunction -e events/sqs-s3-put.json     # where Docker exists
     make demo                                                    # the same handler, on the local twin
@@ -30,13 +31,15 @@ from routing.events import (
     parse_s3_records,
     parse_sqs_body,
 )
-from routing.pipeline import Router, RouteResult
+from routing.pipeline import BucketMissing, DestinationTaken, Router, RouteResult
 from routing.settings import Settings
 
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
-processor = BatchProcessor(event_type=EventType.SQS)
+# A batch whose every record failed is answered like any other, with every message id in batchItemFailures:
+# raising instead (Powertools' default) would be a function error, and SQS would retry the whole batch.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 @lru_cache(maxsize=4)
@@ -53,6 +56,13 @@ def route_source(router: Router, source: SourceObject) -> RouteResult:
         record_outcome(result)
     except IdempotencyAlreadyInProgressError:
         logger.info("another invocation is routing this object; retrying later")
+        raise
+    except BucketMissing as exc:
+        logger.error(f"{exc}; the record fails and its message will reach the dead-letter queue", bucket=exc.bucket)
+        metrics.add_metric(name="BucketMissing", unit=MetricUnit.Count, value=1)
+        raise
+    except DestinationTaken as exc:
+        logger.error("no sorted name is free for this revision; the message will reach the DLQ", error=str(exc))
         raise
     except EndpointUnavailable as exc:
         logger.warning("endpoint unavailable; the message returns to the queue", error=str(exc))

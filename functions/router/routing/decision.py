@@ -4,7 +4,9 @@
 the threshold; ``review/<key>`` otherwise (top-k kept): reason ``unknown_label`` for an image of none of the
 labels, ``below_threshold`` for one the model is unsure of; ``rejected/<key>`` for bad input (empty, too
 large, not an image, unsupported, refused by the model). The threshold is the model's own (in each answer)
-unless CONFIDENCE_THRESHOLD sets a number; an answer without one falls back to 0.6.
+unless CONFIDENCE_THRESHOLD sets a number; an answer without one falls back to 0.6. A revision of a key whose
+readable name holds another revision's copy gets its own, ``<prefix>/<dir>/<stem>~<rev><ext>``
+(``destination_key(..., revision=)``; routing.pipeline decides which).
 
     python -m routing.decision     # from functions/router: prints an example decision
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +26,8 @@ from routing.sniff import Sniffed
 SORTED, REVIEW, REJECTED = "SORTED", "REVIEW", "REJECTED"
 REVIEW_PREFIX, REJECTED_PREFIX = "review", "rejected"
 MAX_S3_KEY_BYTES = 1024
+REVISION_MARK = "~"  # prefix/dir/stem~<rev>.ext: the copy of a revision whose readable name another holds
+REVISION_TAG_CHARS = 12
 
 # Reasons for REJECTED, stable codes users can query on.
 EMPTY = "empty"
@@ -130,13 +135,30 @@ def unknown_detail(prediction: Prediction) -> str:
     return f"not any of the model's labels ({said}, unknown score {prediction.unknown_score:.6g})"
 
 
-def destination_key(prefix: str, key: str) -> str:
-    """``prefix/key``; a key too long for S3 once prefixed keeps its name's hash (the item keeps the key)."""
-    candidate = f"{prefix}/{key}"
+def destination_key(prefix: str, key: str, revision: str | None = None) -> str:
+    """``prefix/key``; with ``revision`` (``v:<versionId>`` or ``e:<etag>``) the revision's own name,
+    ``prefix/dir/stem~<rev>.ext`` (``<rev>``: revision_tag), used when another revision holds ``prefix/key``.
+    A key too long for S3 once prefixed keeps its name's hash (``prefix/_long-keys/<sha256>``, ``~<rev>`` added
+    for a revision); the item keeps the key."""
+    tag = revision_tag(revision) if revision is not None else None
+    candidate = f"{prefix}/{key if tag is None else with_revision_tag(key, tag)}"
     if len(candidate.encode()) <= MAX_S3_KEY_BYTES:
         return candidate
     digest = hashlib.sha256(key.encode()).hexdigest()
-    return f"{prefix}/_long-keys/{digest}"
+    return f"{prefix}/_long-keys/{digest}" + ("" if tag is None else f"{REVISION_MARK}{tag}")
+
+
+def revision_tag(revision: str) -> str:
+    """A short name for a revision, the same on every redelivery: 12 hex digits of its sha256 (48 bits, so two
+    revisions of one key and label collide with odds of about n^2 / 5.6e14)."""
+    return hashlib.sha256(revision.encode()).hexdigest()[:REVISION_TAG_CHARS]
+
+
+def with_revision_tag(key: str, tag: str) -> str:
+    """``dir/stem.ext`` -> ``dir/stem~tag.ext``: the file keeps its folder and its extension (and so its type)."""
+    folder, slash, name = key.rpartition("/")
+    stem, ext = posixpath.splitext(name)
+    return f"{folder}{slash}{stem}{REVISION_MARK}{tag}{ext}"
 
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
 """Tell an image from anything else by its first bytes, without decoding it (no Pillow in the Lambda).
 
+Supported: what the endpoint decodes (training/imaging.py): JPEG, PNG, WebP, GIF, BMP, TIFF, JPEG 2000 and AVIF
+(the last two sent as ``application/x-image``). HEIC is recognised but unsupported: Pillow cannot decode it.
+
 python -m routing.sniff FILE...      # from functions/router: prints what each file is
 """
 
@@ -16,7 +19,7 @@ SNIFF_BYTES = 32
 class Sniffed:
     format: str
     content_type: str  # what the router sends to the endpoint
-    supported: bool  # the endpoint decodes it (Pillow without plugins)
+    supported: bool  # the endpoint decodes it (training/imaging.py: Pillow with its bundled codecs)
 
 
 _X_IMAGE = "application/x-image"
@@ -36,6 +39,8 @@ def sniff(head: bytes) -> Sniffed | None:
         return Sniffed("bmp", _X_IMAGE, True)
     if head[:4] in (b"II*\x00", b"MM\x00*"):
         return Sniffed("tiff", _X_IMAGE, True)
+    if head.startswith(_JP2_SIGNATURE) or head.startswith(_J2K_CODESTREAM):
+        return Sniffed("jpeg2000", _X_IMAGE, True)
     if head[4:8] == b"ftyp":
         # An image only if the major brand says so (videos may list "mif1" among compatible brands); the
         # compatible brands then tell AVIF from HEIC, since an AVIF may declare the generic "mif1" first.
@@ -43,12 +48,15 @@ def sniff(head: bytes) -> Sniffed | None:
         box_end = min(len(head), int.from_bytes(head[:4], "big") or len(head))
         compatible = {head[i : i + 4] for i in range(16, box_end - 3, 4)}
         if major in _AVIF_BRANDS or (major in _HEIF_BRANDS and compatible & _AVIF_BRANDS):
-            return Sniffed("avif", "image/avif", False)
+            return Sniffed("avif", _X_IMAGE, True)
         if major in _HEIF_BRANDS:
             return Sniffed("heic", "image/heic", False)
     return None
 
 
+# JPEG 2000: the JP2 file format's signature box (also JPX), or a raw codestream (.j2k/.j2c: SOC then SIZ).
+_JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
+_J2K_CODESTREAM = b"\xff\x4f\xff\x51"
 _AVIF_BRANDS = {b"avif", b"avis"}
 _HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
 

@@ -1,0 +1,292 @@
+"""``breedfilter reconcile``: the scheduled reconciler's code, run from a terminal against the local twin or a
+deployed stack. It finds inbox object versions older than the grace period (lost or late notifications, purged
+messages, a crash after recording), tells lost ones from leftovers, and sends each through the inbox queue.
+
+    breedfilter reconcile [--older-than MIN] [--max N] [--prefix P] [--dry-run] [--stack NAME] [--json]
+
+Where: ``--stack NAME`` reads the stack's outputs (InboxBucketName, InboxQueueUrl, ResultsTableName,
+DeadLetterQueueUrl). Without it: the environment that ``eval "$(breedfilter local env)"`` exports
+(AWS_ENDPOINT_URL, INBOX_BUCKET, RESULTS_TABLE...), else the running twin's own state (``breedfilter local up``).
+``breedfilter backfill`` and ``breedfilter redrive`` find their stack the same way (``resolve_target``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from breedfilter.aws_hints import NO_CREDENTIALS
+from breedfilter.local_aws import Stack, StackNames
+from breedfilter.template import REPO_ROOT, StackTemplate
+
+ROUTER_DIR = REPO_ROOT / "functions" / "router"
+STACK_OUTPUTS = {
+    "inbox_bucket": "InboxBucketName",
+    "inbox_queue_url": "InboxQueueUrl",
+    "dead_letter_queue_url": "DeadLetterQueueUrl",
+    "results_table": "ResultsTableName",
+}
+
+
+class TargetError(Exception):
+    """No stack to work on, or its names cannot be read: one line."""
+
+
+def router_modules() -> None:
+    """Put functions/router on the path, as Lambda does: the reconciler's code is the router's package."""
+    if str(ROUTER_DIR) not in sys.path:
+        sys.path.insert(0, str(ROUTER_DIR))
+
+
+@dataclass
+class Target:
+    """The stack a command works on: its names and a boto3 session (with the twin's endpoint, if local)."""
+
+    where: str  # "stack NAME", "the local twin at URL", ...
+    session: Any
+    inbox_bucket: str
+    results_table: str
+    inbox_queue_url: str | None = None
+    dead_letter_queue_url: str | None = None
+    endpoint_url: str | None = None
+    queue_names: StackNames = field(default_factory=StackNames)
+
+    def client(self, service: str, *, attempts: int = 5) -> Any:
+        from botocore.config import Config
+
+        config = Config(retries={"mode": "standard", "total_max_attempts": attempts})
+        return self.session.client(service, endpoint_url=self.endpoint_url, config=config)
+
+    def queue_url(self) -> str:
+        if not self.inbox_queue_url:
+            self.inbox_queue_url = self._lookup(self.queue_names.inbox_queue)
+        return self.inbox_queue_url
+
+    def dlq_url(self) -> str:
+        if not self.dead_letter_queue_url:
+            self.dead_letter_queue_url = self._lookup(self.queue_names.dead_letter_queue)
+        return self.dead_letter_queue_url
+
+    def _lookup(self, name: str) -> str:
+        return self.client("sqs").get_queue_url(QueueName=name)["QueueUrl"]
+
+
+def resolve_target(stack: str | None, region: str | None = None, *, state_dir: Path | None = None) -> Target:
+    """``--stack NAME``'s outputs; else the twin's environment (exported, or read from its state file)."""
+    import boto3
+
+    if stack:
+        session = boto3.Session(region_name=region)
+        try:
+            stacks = session.client("cloudformation").describe_stacks(StackName=stack)["Stacks"]
+        except Exception as exc:  # ClientError (no such stack), NoCredentialsError
+            raise TargetError(f"stack {stack}: {aws_message(exc)}") from exc
+        outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+        missing = [name for name in STACK_OUTPUTS.values() if name not in outputs]
+        if missing:
+            raise TargetError(f"stack {stack} has no output(s) {', '.join(missing)} (is it a breedfilter stack?)")
+        return Target(
+            where=f"stack {stack}",
+            session=session,
+            **{field: outputs[output] for field, output in STACK_OUTPUTS.items()},
+        )
+    names = StackNames()
+    env = os.environ
+    if env.get("AWS_ENDPOINT_URL") or env.get("INBOX_BUCKET"):
+        endpoint = env.get("AWS_ENDPOINT_URL")
+        return Target(
+            where=f"the local twin at {endpoint}" if endpoint else "the environment's names (INBOX_BUCKET...)",
+            session=boto3.Session(region_name=region),
+            inbox_bucket=env.get("INBOX_BUCKET") or names.inbox_bucket,
+            results_table=env.get("RESULTS_TABLE") or names.results_table,
+            inbox_queue_url=env.get("INBOX_QUEUE_URL") or None,
+            dead_letter_queue_url=env.get("DEAD_LETTER_QUEUE_URL") or None,
+            endpoint_url=endpoint or None,
+        )
+    from breedfilter import local_cli
+
+    state = local_cli.read_state((state_dir or default_state_dir()).resolve())
+    if state is None:
+        raise TargetError(
+            "no stack to work on: pass --stack NAME (a deployed stack), or start the local twin "
+            '(`breedfilter local up`) and export its environment (`eval "$(breedfilter local env)"`)'
+        )
+    exports = state["exports"]
+    session = boto3.Session(
+        aws_access_key_id=exports["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=exports["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=exports.get("AWS_SESSION_TOKEN"),
+        region_name=exports.get("AWS_DEFAULT_REGION"),
+    )
+    return Target(
+        where=f"the local twin at {exports['AWS_ENDPOINT_URL']} (pid {state['pid']})",
+        session=session,
+        inbox_bucket=exports.get("INBOX_BUCKET") or names.inbox_bucket,
+        results_table=exports.get("RESULTS_TABLE") or names.results_table,
+        inbox_queue_url=exports.get("INBOX_QUEUE_URL"),
+        dead_letter_queue_url=exports.get("DEAD_LETTER_QUEUE_URL"),
+        endpoint_url=exports["AWS_ENDPOINT_URL"],
+    )
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("BREEDFILTER_LOCAL_DIR") or REPO_ROOT / "out" / "local")
+
+
+def aws_message(exc: BaseException) -> str:
+    response = getattr(exc, "response", None)
+    if response and "Error" in response:
+        return f"{response['Error'].get('Code')}: {response['Error'].get('Message')}"
+    return str(exc) or type(exc).__name__
+
+
+# -- for the local twin: the reconciler on its schedule ------------------------------------------------------
+
+
+def schedule_interval_seconds(template: StackTemplate | None = None) -> float:
+    """The reconciler's period from template.yaml's ScheduleV2 event (``rate(5 minutes)`` -> 300.0)."""
+    template = template or StackTemplate.load()
+    events = template.resource("ReconcilerFunction")["Properties"].get("Events", {})
+    expressions = [e["Properties"]["ScheduleExpression"] for e in events.values() if e.get("Type") == "ScheduleV2"]
+    if not expressions:
+        raise KeyError("ReconcilerFunction has no ScheduleV2 event in template.yaml")
+    match = re.fullmatch(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)", str(expressions[0]).strip())
+    if not match:
+        raise ValueError(f"cannot read a period from {expressions[0]!r} (only rate(N unit) expressions)")
+    unit = {"minute": 60, "hour": 3600, "day": 86400}[match[2].rstrip("s")]
+    return float(int(match[1]) * unit)
+
+
+def reconciler_environment(stack: Stack, template: StackTemplate | None = None) -> dict[str, str]:
+    """ReconcilerFunction's environment as template.yaml declares it, with the local stack's names."""
+    template = template or StackTemplate.load()
+    names = stack.names
+    return template.function_environment(
+        "ReconcilerFunction",
+        resources={
+            "InboxBucket": names.inbox_bucket,
+            "InboxQueue": stack.queue_url,  # !Ref of a queue is its URL
+            "ResultsTable": names.results_table,
+        },
+    )
+
+
+def twin_reconciler(stack: Stack, clients: Any, template: StackTemplate | None = None) -> Any:
+    """A ``routing.reconcile.Reconciler`` for a running twin, configured from template.yaml.
+
+    ``clients(service)`` makes a boto3 client for the twin (``LocalAws.client``). Call ``.run()`` on it every
+    ``schedule_interval_seconds()`` (what EventBridge Scheduler does for the deployed function).
+    """
+    router_modules()
+    from routing.reconcile import Reconciler, ReconcileSettings
+
+    settings = ReconcileSettings.from_env(reconciler_environment(stack, template))
+    return Reconciler(settings, s3=clients("s3"), sqs=clients("sqs"), dynamodb=clients("dynamodb"))
+
+
+# -- the command --------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="breedfilter reconcile",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--older-than",
+        type=float,
+        metavar="MIN",
+        help="grace period in minutes: younger versions may still get their notification (default: 15)",
+    )
+    parser.add_argument("--max", type=int, metavar="N", help="most stuck objects sent in this run (default: 1000)")
+    parser.add_argument("--prefix", default="", help="only keys under this prefix")
+    parser.add_argument("--dry-run", action="store_true", help="list what is stuck; send nothing")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--stack", help="a deployed stack's name (reads its outputs); default: the local twin")
+    parser.add_argument("--region", help="AWS region (default: your profile's)")
+    return parser
+
+
+def render(report: Any, where: str) -> str:
+    lines = [
+        f"reconcile s3://{report.bucket}/ on {where}: versions older than {report.grace_minutes:g} min, "
+        f"at most {report.max_objects} per run"
+    ]
+    lines.append(
+        f"scanned {report.scanned} object versions ({report.too_young} within the grace period, "
+        f"{report.folder_markers} folder markers skipped, {report.delete_markers} delete markers ignored): "
+        f"{len(report.stuck)} stuck: {len(report.lost)} lost notifications (no results item), "
+        f"{len(report.leftover)} left in the inbox after routing (item exists)"
+    )
+    for stuck in report.stuck:
+        state = ""
+        if not report.dry_run:
+            state = "  sent" if stuck.sent else f"  NOT SENT: {stuck.error}"
+        lines.append(
+            f"  {stuck.kind:8s} {stuck.source_id}  ({stuck.size} bytes, written {stuck.last_modified}, "
+            f"{stuck.age_minutes:g} min ago){state}"
+        )
+    if report.truncated:
+        why = report.stopped_early or f"more than --max {report.max_objects} stuck"
+        lines.append(f"truncated ({why}): run again for the rest")
+    if report.dry_run:
+        lines.append(f"dry run: would send {len(report.stuck)} notifications to {report.queue_url}")
+    elif report.stuck:
+        lines.append(
+            f"sent {report.sent} notifications (origin reconciler) to {report.queue_url}"
+            + (f"; {report.failed} failed" if report.failed else "")
+            + "; the router routes them as it routes uploads"
+        )
+    else:
+        lines.append("nothing to send")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    router_modules()
+    from routing.reconcile import DEFAULT_GRACE_MINUTES, DEFAULT_MAX_OBJECTS, Reconciler, ReconcileSettings
+    from routing.settings import ConfigError
+
+    try:
+        target = resolve_target(args.stack, args.region)
+        settings = ReconcileSettings(
+            inbox_bucket=target.inbox_bucket,
+            inbox_queue_url=target.queue_url(),
+            results_table=target.results_table,
+            grace_minutes=DEFAULT_GRACE_MINUTES if args.older_than is None else args.older_than,
+            max_objects=DEFAULT_MAX_OBJECTS if args.max is None else args.max,
+        )
+        settings.check()
+        reconciler = Reconciler(
+            settings, s3=target.client("s3"), sqs=target.client("sqs"), dynamodb=target.client("dynamodb")
+        )
+        report = reconciler.run(dry_run=args.dry_run, prefix=args.prefix)
+    except (TargetError, ConfigError) as exc:
+        print(f"reconcile: {exc}", file=sys.stderr)
+        return 2
+    except NoCredentialsError:
+        print(f"reconcile: {NO_CREDENTIALS}", file=sys.stderr)
+        return 1
+    except (ClientError, BotoCoreError) as exc:
+        print(f"reconcile: {aws_message(exc)}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"where": target.where, **report.as_dict()}, indent=2, default=str))
+    else:
+        print(render(report, target.where))
+    return 1 if report.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
