@@ -38,7 +38,7 @@ from breedfilter.local_twin import LocalTwin  # noqa: E402
 
 
 def photos(count: int) -> list[Path]:
-    found = sorted((SHARED / "data").rglob("*.jpg"))
+    found = sorted(p for p in (SHARED / "data").rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
     if len(found) < count:
         raise SystemExit(f"only {len(found)} photos under {SHARED / 'data'}, asked for {count}")
     rng = random.Random(0)
