@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
-import importlib.util
 import json
 import logging
 import os
@@ -36,6 +34,7 @@ from typing import Any
 import boto3
 from moto.server import ThreadedMotoServer
 
+from breedfilter import moto_s3_conditions
 from breedfilter.template import StackTemplate
 
 REGION = "us-east-1"
@@ -186,8 +185,7 @@ class LocalAws:
 
     def start(self) -> LocalAws:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
-        if importlib.util.find_spec("breedfilter.moto_s3_conditions") is not None:
-            importlib.import_module("breedfilter.moto_s3_conditions").install()  # idempotent, for good
+        moto_s3_conditions.install()  # S3's conditional copies, which moto ignores (idempotent, for good)
         install_s3_notification_patch()
         self._patched = True
         try:
