@@ -23,6 +23,7 @@ from breedfilter.template import REPO_ROOT
 
 DEFAULT_MODEL = REPO_ROOT / "out" / "train" / "model.tar.gz"
 CONTENT_TYPE = "application/x-image"  # any image format; the model sniffs it
+FALLBACK_THRESHOLD = 0.6  # the router's, for a model whose answers carry no threshold (routing.settings)
 
 
 class Refused(Exception):
@@ -113,11 +114,15 @@ def verdict(answer: dict[str, Any]) -> str:
     score = answer.get("unknown_score")
     if answer.get("known") is False:
         return f"review: not one of the labels (unknown score {score:.4g})"
-    threshold = answer.get("threshold")
-    if threshold is None:
-        return "no threshold of its own (model trained before calibration)"
+    threshold, whose = answer.get("threshold"), "its"
+    if threshold is None:  # a model trained before calibration: the router applies its fallback
+        threshold, whose = FALLBACK_THRESHOLD, "the router's fallback"
     top = answer["predictions"][0]["probability"]
-    return "sorted" if top >= threshold else f"review: below its threshold {threshold:.3f}"
+    return (
+        ("sorted" if whose == "its" else f"sorted ({whose} {threshold:g}: the model has no threshold of its own)")
+        if top >= threshold
+        else f"review: below {whose} threshold {threshold:.3f}"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

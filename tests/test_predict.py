@@ -92,3 +92,16 @@ def test_the_endpoint_answers_exactly_what_the_artifact_does(
 def test_no_model_is_one_clear_line(tmp_path: Path, images: list[Path], capsys: Any) -> None:
     code, _, err = run(capsys, str(images[0]), "--model", str(tmp_path / "missing.tar.gz"))
     assert code == 2 and err.startswith("error: no model artifact at") and "python training/train.py" in err
+
+
+def test_the_verdict_is_the_routers_decision() -> None:
+    from breedfilter import predict
+    from routing.settings import FALLBACK_CONFIDENCE_THRESHOLD
+
+    assert predict.FALLBACK_THRESHOLD == FALLBACK_CONFIDENCE_THRESHOLD  # one number, checked in one place
+    top = {"predictions": [{"label": "Beagle", "index": 0, "probability": 0.7}]}
+    assert predict.verdict({**top, "known": True, "threshold": 0.65}) == "sorted"
+    assert predict.verdict({**top, "known": True, "threshold": 0.9}) == "review: below its threshold 0.900"
+    assert predict.verdict({**top, "known": False, "unknown_score": 7.5}).startswith("review: not one of the labels")
+    old = predict.verdict(top)  # a model trained before calibration: no known, no threshold
+    assert old.startswith("sorted (the router's fallback 0.6")
