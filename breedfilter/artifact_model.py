@@ -16,14 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from breedfilter.endpoint_server import BadInput, ModelFailure
-from breedfilter.search_space import TRAINING_DIR
-
-
-def training_module(name: str) -> Any:
-    """A module of training/ (the SageMaker source dir), imported as SageMaker imports it: top level."""
-    if str(TRAINING_DIR) not in sys.path:
-        sys.path.insert(0, str(TRAINING_DIR))
-    return __import__(name)
+from breedfilter.units import training_module
 
 
 class ArtifactModel:

@@ -29,10 +29,11 @@ from typing import Any
 
 from breedfilter import demo_model
 from breedfilter.arguments import positive_int, split_train_flags
-from breedfilter.artifact_model import ArtifactModel, training_module
+from breedfilter.artifact_model import ArtifactModel
 from breedfilter.demo_model import short_path
 from breedfilter.local_twin import LocalTwin, Snapshot
 from breedfilter.template import REPO_ROOT
+from breedfilter.units import training_module
 
 OUT_DIR = REPO_ROOT / "out" / "demo"
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})

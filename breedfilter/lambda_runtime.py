@@ -6,7 +6,6 @@ context object with Lambda's attributes.
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 import time
@@ -16,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from breedfilter.template import REPO_ROOT
+from breedfilter import units
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
@@ -48,13 +47,7 @@ class LambdaContext:
 
 def load_handler(code_dir: str | Path = "functions/router", handler: str = "app.lambda_handler") -> Handler:
     """Import ``handler`` from ``code_dir`` as Lambda would, returning the callable."""
-    folder = Path(code_dir)
-    folder = folder if folder.is_absolute() else REPO_ROOT / folder
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
-    module_name, _, function_name = handler.rpartition(".")
-    module = importlib.import_module(module_name)
-    return getattr(module, function_name)
+    return units.lambda_handler(code_dir, handler)
 
 
 if __name__ == "__main__":

@@ -26,12 +26,12 @@ import dataclasses
 import io
 import logging
 import os
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from breedfilter import units
 from breedfilter.endpoint_server import EndpointServer, Predictor
 from breedfilter.lambda_runtime import load_handler
 from breedfilter.local_aws import (
@@ -136,7 +136,7 @@ class LocalTwin:
         self._saved_environ = dict(os.environ)
         os.environ.update(self.environment)
         handler = load_handler()
-        app = sys.modules["app"]
+        app = units.router_module("app")
         app.router_for.cache_clear()  # a warm router from an earlier twin points at its ports
         # the module-level Logger read its level at import (as on Lambda, once per cold start); a twin is a
         # new deployment of the same code, so it applies this one's level, and close() puts the old one back
@@ -158,7 +158,7 @@ class LocalTwin:
             with contextlib.suppress(Exception):
                 self._started.pop().stop()
         if self._saved_log_level is not None:
-            app = sys.modules["app"]
+            app = units.router_module("app")
             app.logger.setLevel(self._saved_log_level)
             app.router_for.cache_clear()  # its clients point at the stopped servers
             self._saved_log_level = None

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from breedfilter import units
 from breedfilter.aws_hints import NO_CREDENTIALS
 from breedfilter.template import REPO_ROOT
 
@@ -95,12 +96,7 @@ def endpoint_classifier(name: str, region: str | None) -> Callable[[bytes], dict
 def _reason(message: str) -> str:
     """The model's reason from a ModelError's OriginalMessage, read as the router reads it (JSON first, the
     inference toolkit's traceback dropped): one parser, functions/router's."""
-    router_dir = str(REPO_ROOT / "functions" / "router")
-    if router_dir not in sys.path:
-        sys.path.insert(0, router_dir)
-    from routing.endpoint import _reason_from
-
-    return _reason_from(message)
+    return units.router_module("routing.endpoint").reason_from(message)
 
 
 def line(path: Path, answer: dict[str, Any]) -> str:

@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from breedfilter import units
 from breedfilter.aws_hints import NO_CREDENTIALS
 from breedfilter.local_aws import Stack, StackNames
 from breedfilter.template import REPO_ROOT, StackTemplate
 
-ROUTER_DIR = REPO_ROOT / "functions" / "router"
+ROUTER_DIR = units.ROUTER_DIR
 STACK_OUTPUTS = {
     "inbox_bucket": "InboxBucketName",
     "inbox_queue_url": "InboxQueueUrl",
@@ -40,9 +41,8 @@ class TargetError(Exception):
 
 
 def router_modules() -> None:
-    """Put functions/router on the path, as Lambda does: the reconciler's code is the router's package."""
-    if str(ROUTER_DIR) not in sys.path:
-        sys.path.insert(0, str(ROUTER_DIR))
+    """The reconciler's code is the router's package: make ``routing`` importable, as Lambda does."""
+    units.router_module("routing")
 
 
 @dataclass

@@ -149,7 +149,7 @@ def ensure_report(output_dir: Path, regenerate: bool) -> Path:
         return path
     if not any((output_dir / name).is_file() for name in JSON_FILES):
         raise ReportError(f"cannot build a report in {output_dir}: none of {', '.join(JSON_FILES)} is there")
-    from breedfilter.artifact_model import training_module
+    from breedfilter.units import training_module
 
     return training_module("report").write_report(output_dir)
 
@@ -157,7 +157,7 @@ def ensure_report(output_dir: Path, regenerate: bool) -> Path:
 def summary(output_dir: Path) -> list[str]:
     if not any((output_dir / name).is_file() for name in JSON_FILES):
         return [f"(no {', '.join(JSON_FILES)} beside the report: no summary)"]
-    from breedfilter.artifact_model import training_module
+    from breedfilter.units import training_module
 
     return training_module("report").summary_lines(output_dir)
 

@@ -11,9 +11,6 @@ to maximise it). ``load`` checks it against train.py's own parser, so a typo fai
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib.util
-import io
 import json
 import sys
 from collections.abc import Sequence
@@ -22,10 +19,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from breedfilter import metrics
-from breedfilter.template import REPO_ROOT
+from breedfilter import metrics, units
 
-TRAINING_DIR = REPO_ROOT / "training"
+TRAINING_DIR = units.TRAINING_DIR
 DEFAULT_PATH = TRAINING_DIR / "search_space.json"
 KINDS = ("float", "int", "categorical")
 
@@ -136,34 +132,18 @@ def _parameter(name: str, spec: Any, path: Path) -> Parameter:
     return Parameter(name, kind, low, high, log)
 
 
-@cache
 def train_options_module() -> Any:
     """training/options.py (train.py's parser), loaded from its file: stdlib only, no torch."""
-    spec = importlib.util.spec_from_file_location("_breedfilter_train_options", TRAINING_DIR / "options.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return units.train_options()
 
 
 def given_train_flags(tokens: Sequence[str]) -> dict[str, Any]:
     """The train.py options these tokens set, as train.py's own parser reads them (abbreviations such as
     ``--batch 64`` resolved, values typed and checked), keyed by option name; raises SearchSpaceError."""
-    options = train_options_module()
-    parser = options.build_parser({})
-    tokens = options._dashed(list(tokens))
-    for action in parser._actions:
-        action.default = argparse.SUPPRESS  # leaves only what the tokens set
-    errors = io.StringIO()
     try:
-        with contextlib.redirect_stderr(errors):
-            namespace = parser.parse_args(tokens)
-    except SystemExit:
-        message = errors.getvalue().strip().splitlines()
-        raise SearchSpaceError(
-            f"train.py flags: {message[-1].partition('error: ')[2] if message else tokens}"
-        ) from None
-    return vars(namespace)
+        return train_options_module().explicit_flags(tokens)
+    except ValueError as exc:
+        raise SearchSpaceError(f"train.py flags: {exc}") from None
 
 
 def flag_text(value: Any) -> str:
@@ -179,8 +159,7 @@ def read_json(path: Path) -> Any:
 @cache
 def train_option_names() -> frozenset[str]:
     """train.py's option names (argparse dests)."""
-    parser: argparse.ArgumentParser = train_options_module().build_parser({})
-    return frozenset(a.dest for a in parser._actions if a.option_strings and a.dest != "help")
+    return train_options_module().option_names()
 
 
 # -- Optuna ---------------------------------------------------------------------------------------------

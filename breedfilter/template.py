@@ -17,7 +17,8 @@ from typing import Any
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from breedfilter.units import REPO_ROOT  # re-exported: the paths live in units
+
 TEMPLATE_PATH = REPO_ROOT / "template.yaml"
 _PSEUDO = {
     "AWS::Region": "us-east-1",

@@ -32,7 +32,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from breedfilter import metrics, search_space, tuning_report
+from breedfilter import metrics, search_space, tuning_report, units
 from breedfilter.arguments import positive_int
 from breedfilter.processes import exit_text, spawn_group, stop_group
 from breedfilter.template import REPO_ROOT
@@ -124,9 +124,7 @@ class PruningCallback:
 def run_inprocess(argv: list[str], reporter: Reporter, log_path: Path, stopping: threading.Event) -> None:
     import optuna
 
-    if str(search_space.TRAINING_DIR) not in sys.path:
-        sys.path.insert(0, str(search_space.TRAINING_DIR))
-    import train  # training/train.py
+    train = units.training_module("train")  # training/train.py
 
     with (
         log_path.open("a", encoding="utf-8") as log_file,

@@ -197,6 +197,6 @@ def test_open_set_fields_of_the_wrong_type_are_outside_the_contract(extra):
     ],
 )
 def test_rejection_reason_is_the_model_message_without_a_traceback(original, reason):
-    from routing.endpoint import _reason_from
+    from routing.endpoint import reason_from
 
-    assert _reason_from(original) == reason
+    assert reason_from(original) == reason

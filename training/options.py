@@ -14,6 +14,8 @@ sets flags from a file; flags on the command line win over it, and it wins over 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import sys
@@ -292,6 +294,29 @@ def _check_debugging(options: argparse.Namespace, parser: argparse.ArgumentParse
         rule_spec.parse_window(options.profiler_steps)
     except rule_spec.RuleSpecError as exc:
         parser.error(str(exc))
+
+
+def explicit_flags(tokens: Sequence[str], env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The options these tokens set, read by train.py's own parser (abbreviations such as ``--batch 64``
+    resolved, ``--batch_size`` accepted, values typed and checked), keyed by option name; nothing else. A bad
+    flag raises ValueError with argparse's message. The tuner checks its fixed flags with it."""
+    parser = build_parser({} if env is None else env)
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS  # leaves only what the tokens set
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors):
+            namespace = parser.parse_args(_dashed(list(tokens)))
+    except SystemExit:
+        lines = errors.getvalue().strip().splitlines()
+        raise ValueError(lines[-1].partition("error: ")[2] if lines else " ".join(tokens)) from None
+    return vars(namespace)
+
+
+def option_names() -> frozenset[str]:
+    """train.py's option names (argparse dests)."""
+    parser = build_parser({})
+    return frozenset(a.dest for a in parser._actions if a.option_strings and a.dest != "help")
 
 
 def _dashed(argv: Sequence[str] | None) -> list[str] | None:

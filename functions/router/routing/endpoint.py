@@ -91,12 +91,12 @@ def _classify_client_error(exc: ClientError) -> Exception:
         status = int(exc.response.get("OriginalStatusCode") or 0)
         original = exc.response.get("OriginalMessage") or error.get("Message", "")
         if 400 <= status < 500 and status not in (408, 429):
-            return EndpointRejected(status, _reason_from(original))
+            return EndpointRejected(status, reason_from(original))
         return EndpointUnavailable(f"model answered {status or 'an error'}: {original}")
     return EndpointUnavailable(f"{code or 'error'} from InvokeEndpoint: {error.get('Message', exc)}")
 
 
-def _reason_from(original: str) -> str:
+def reason_from(original: str) -> str:
     """The model's JSON ``{"error": ...}``/``{"reason": ...}`` body, or the text's first line.
 
     SageMaker's inference toolkit sends the error's message followed by a newline and the traceback, so the
