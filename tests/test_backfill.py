@@ -11,7 +11,7 @@ import pytest
 from breedfilter import backfill as bf
 from breedfilter.reconcile_cli import resolve_target
 from tests.images import image_bytes
-from tests.test_reconcile import assert_routed_once, lose_notifications, queued_bodies
+from tests.support import assert_routed_once, lose_notifications, queued_bodies
 
 LIBRARY = "photo-library"
 

@@ -19,8 +19,7 @@ import architectures
 import imagefolder
 import train
 from tests.image_datasets import make_dataset
-from tests.test_train_runs import _run as run_train_py
-from tests.test_train_runs import quick_args
+from tests.support import quick_args, run_train_py
 
 GREY = {"a": (128, 128, 128), "b": (128, 128, 128), "c": (128, 128, 128)}  # classes with nothing to tell apart
 

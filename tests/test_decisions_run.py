@@ -26,7 +26,7 @@ import open_set
 import train
 from breedfilter import metrics
 from tests.image_datasets import make_dataset, make_image
-from tests.test_train_runs import quick_args
+from tests.support import quick_args
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,7 +21,7 @@ from routing.events import SourceObject
 from routing.pipeline import Router
 from routing.results import ResultsTable
 from tests.images import image_bytes
-from tests.test_router_resilience import crash_once
+from tests.support import crash_once
 
 KEY = "camera/IMG_0001.jpg"
 # Three different photos the stand-in model sorts under one label, so their names collide.

@@ -21,7 +21,7 @@ from breedfilter.local_twin import LocalTwin
 from routing.results import ResultsTable
 from tests.endpoint_faults import ScriptedModel
 from tests.image_datasets import COLOURS, make_image
-from tests.test_router_resilience import crash_once
+from tests.support import crash_once
 
 
 def jpeg(colour: tuple[int, int, int], seed: int) -> bytes:

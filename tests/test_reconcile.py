@@ -29,23 +29,9 @@ from routing.reconcile import (
 )
 from routing.settings import ConfigError
 from tests.images import image_bytes
+from tests.support import assert_routed_once, lose_notifications, queued_bodies
 
 LATER = timedelta(minutes=16)  # past the default grace period of 15 minutes
-
-
-def lose_notifications(harness) -> int:
-    """Take every message off the inbox queue unrouted, as a purge (or a lost notification) would."""
-    lost = 0
-    while True:
-        messages = harness.sqs.receive_message(QueueUrl=harness.stack.queue_url, MaxNumberOfMessages=10)
-        messages = messages.get("Messages", [])
-        if not messages:
-            break
-        for message in messages:
-            harness.sqs.delete_message(QueueUrl=harness.stack.queue_url, ReceiptHandle=message["ReceiptHandle"])
-        lost += len(messages)
-    assert harness.queue_depth() == 0
-    return lost
 
 
 def settings_for(harness, **changes) -> ReconcileSettings:
@@ -61,25 +47,6 @@ def settings_for(harness, **changes) -> ReconcileSettings:
 
 def reconciler(harness, **changes) -> Reconciler:
     return Reconciler(settings_for(harness, **changes), s3=harness.s3, sqs=harness.sqs, dynamodb=harness.dynamodb)
-
-
-def queued_bodies(harness) -> list[dict]:
-    """Every message body on the inbox queue, left there (visibility 0)."""
-    messages = harness.sqs.receive_message(
-        QueueUrl=harness.stack.queue_url, MaxNumberOfMessages=10, VisibilityTimeout=0
-    ).get("Messages", [])
-    return [json.loads(m["Body"]) for m in messages]
-
-
-def assert_routed_once(harness, keys: dict[str, str]) -> None:
-    """``keys``: inbox key -> label. One sorted copy and one item each, nothing left anywhere."""
-    assert sorted(harness.keys(harness.sorted)) == sorted(f"{label}/{key}" for key, label in keys.items())
-    items = harness.items()
-    assert len(items) == len(keys)
-    for key, label in keys.items():
-        assert harness.item_for(key)["label"] == label
-    assert harness.keys(harness.inbox) == [] and harness.inbox_versions() == []
-    assert harness.queue_depth() == 0 and harness.queue_depth(harness.stack.dlq_url) == 0
 
 
 # -- the notification ---------------------------------------------------------------------------------------

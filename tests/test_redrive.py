@@ -9,7 +9,7 @@ from botocore.exceptions import ClientError
 
 from breedfilter import redrive as rd
 from tests.images import image_bytes
-from tests.test_reconcile import assert_routed_once
+from tests.support import assert_routed_once
 
 
 def outage(harness, keys: dict[str, str]) -> None:

@@ -34,7 +34,7 @@ import train
 from breedfilter import cli
 from rule_spec import verdict
 from tests.image_datasets import make_dataset
-from tests.test_train_runs import quick_args
+from tests.support import quick_args
 
 LABELS = ["Beagle", "Siberian_Husky", "Toy_Poodle"]
 EVIL = "<script>x</script>"

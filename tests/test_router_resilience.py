@@ -15,21 +15,7 @@ from routing.pipeline import Router
 from routing.results import ResultsTable
 from routing.settings import ConfigError
 from tests.images import image_bytes
-
-
-def crash_once(monkeypatch, owner, name):
-    """Make ``owner.name`` raise the first time it is called, as if the function died there."""
-    original = getattr(owner, name)
-    crashed = []
-
-    def wrapper(*args, **kwargs):
-        if not crashed:
-            crashed.append(name)
-            raise RuntimeError(f"simulated crash in {name}")
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(owner, name, wrapper)
-    return crashed
+from tests.support import crash_once
 
 
 def assert_converged(harness, key, label):

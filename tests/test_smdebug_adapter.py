@@ -18,7 +18,7 @@ from torch import nn
 import smdebug_adapter
 import train
 from tests.image_datasets import make_dataset
-from tests.test_train_runs import quick_args
+from tests.support import quick_args
 
 
 def hook_config(tmp_path, monkeypatch):

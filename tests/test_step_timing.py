@@ -10,7 +10,7 @@ import pytest
 import step_timing
 import train
 from tests.image_datasets import make_dataset
-from tests.test_train_runs import quick_args
+from tests.support import quick_args
 
 
 def test_a_real_run_is_split_into_data_compute_and_optimizer(tmp_path):

@@ -6,9 +6,7 @@ Runs use timm's tiny test networks (about 100k parameters) on 32-pixel crops, so
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -23,45 +21,9 @@ import imaging
 import inference
 import train
 from tests.image_datasets import make_dataset
+from tests.support import quick_args, run_train_py
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAIN_PY = ROOT / "training" / "train.py"
-
-
-def quick_args(data: Path, out: Path, *extra: str, model: str = "timm/test_efficientnet") -> list[str]:
-    return [
-        "--data",
-        str(data),
-        "--model",
-        model,
-        "--weights",
-        "none",
-        "--image-size",
-        "32",
-        "--batch-size",
-        "8",
-        "--num-workers",
-        "0",
-        "--unfreeze-epoch",
-        "0",
-        "--lr",
-        "0.01",
-        "--warmup-epochs",
-        "0",
-        "--label-smoothing",
-        "0",
-        "--early-stopping-patience",
-        "0",
-        "--model-dir",
-        str(out / "model"),
-        "--output-data-dir",
-        str(out / "output"),
-        "--checkpoint-dir",
-        str(out / "checkpoints"),
-        "--report",  # drawing report.html takes seconds; the tests of the report ask for it
-        "off",
-        *extra,
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -239,20 +201,16 @@ def test_resuming_with_other_settings_is_refused(dataset, tmp_path):
         train.main(quick_args(dataset, tmp_path, "--epochs", "1", "--lr", "0.5", "--optimizer", "sgd"))
 
 
-def _run(args: list[str], env_extra: dict[str, str] | None = None, launcher: list[str] | None = None):
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "training"), "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    command = [*(launcher or [sys.executable]), str(TRAIN_PY), *args]
-    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
-
-
 def test_two_process_ddp_agrees_with_one_process(dataset, tmp_path):
     """torchrun, 2 processes × batch 4 on gloo == 1 process × batch 8: same batches, same gradients."""
     common = ("--epochs", "2", "--augment", "none", "--channels-last", "false")
     model = "timm/test_efficientnet_gn"  # GroupNorm: no per-process batch statistics
-    one = _run([*quick_args(dataset, tmp_path / "one", *common, "--batch-size", "8", model=model)])
+    one = run_train_py([*quick_args(dataset, tmp_path / "one", *common, "--batch-size", "8", model=model)])
     assert one.returncode == 0, one.stderr[-3000:]
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    two = _run([*quick_args(dataset, tmp_path / "two", *common, "--batch-size", "4", model=model)], launcher=launcher)
+    two = run_train_py(
+        [*quick_args(dataset, tmp_path / "two", *common, "--batch-size", "4", model=model)], launcher=launcher
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     assert "2 process(es)" in two.stdout
     h1 = json.loads((tmp_path / "one" / "output" / "metrics.json").read_text())
@@ -277,7 +235,7 @@ def test_runs_as_a_sagemaker_job_from_its_environment(dataset, tmp_path):
         "TRAINING_JOB_NAME": "bf-test-job",
     }
     hyperparameters = ["--model", "timm/test_efficientnet", "--weights", "none", "--epochs", "1", "--image_size", "32"]
-    result = _run([*hyperparameters, "--channels_last", "False", "--num-workers", "0"], env_extra=env)
+    result = run_train_py([*hyperparameters, "--channels_last", "False", "--num-workers", "0"], env_extra=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (root / "model" / "model.pth").is_file()
     assert (root / "model" / "code" / "inference.py").is_file()
@@ -298,7 +256,7 @@ def test_ddp_with_batchnorm_reports_the_metrics_of_the_model_it_saves(dataset, t
     """BatchNorm statistics drift apart per process; evaluation must use the saved (rank 0) ones everywhere."""
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     args = quick_args(dataset, tmp_path, "--epochs", "1", "--batch-size", "4", "--freeze-bn", "false")
-    result = _run(args, launcher=launcher)
+    result = run_train_py(args, launcher=launcher)
     assert result.returncode == 0, result.stderr[-3000:]
     reported = json.loads((tmp_path / "output" / "metrics.json").read_text())["test"]
     loaded = inference.model_fn(str(tmp_path / "model"))
@@ -312,7 +270,7 @@ def test_ddp_with_batchnorm_reports_the_metrics_of_the_model_it_saves(dataset, t
 
 
 def test_metric_lines_are_printed_for_sagemaker(dataset, tmp_path):
-    result = _run(quick_args(dataset, tmp_path, "--epochs", "1"))
+    result = run_train_py(quick_args(dataset, tmp_path, "--epochs", "1"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(r"epoch=1; train_loss=[0-9.]+; .*valid_accuracy=[0-9.]+;", result.stdout)
     assert re.search(r"test_loss=[0-9.]+; test_accuracy=[0-9.]+;", result.stdout)
@@ -323,11 +281,13 @@ def test_bad_data_fails_before_training_with_every_problem(tmp_path):
     data = make_dataset(tmp_path / "data", {"train": 2, "valid": 2}, size=16)
     (data / "train" / "001.Red_Thing" / "notes.jpg").write_text("not an image")
     (data / "valid" / "003.Blue_Thing").rename(data / "valid" / "004.Purple_Thing")
-    result = _run(quick_args(data, tmp_path / "out", "--epochs", "1"))
+    result = run_train_py(quick_args(data, tmp_path / "out", "--epochs", "1"))
     assert result.returncode == 2
     assert "notes.jpg" in result.stderr and "003.Blue_Thing" in result.stderr
     assert not (tmp_path / "out" / "checkpoints").exists()
-    skipped = _run(quick_args(make_dataset(tmp_path / "ok", {"train": 2, "valid": 2}, size=16), tmp_path / "o2"))
+    skipped = run_train_py(
+        quick_args(make_dataset(tmp_path / "ok", {"train": 2, "valid": 2}, size=16), tmp_path / "o2")
+    )
     assert skipped.returncode == 0, skipped.stderr[-2000:]
 
 
@@ -335,6 +295,6 @@ def test_offline_imagenet_weights_say_how_to_train_offline(tmp_path):
     data = make_dataset(tmp_path / "data", {"train": 1, "valid": 1}, size=16)
     args = quick_args(data, tmp_path / "out")
     args[args.index("--weights") + 1] = "imagenet"
-    result = _run(args, env_extra={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+    result = run_train_py(args, env_extra={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
     assert result.returncode == 2
     assert "--weights PATH" in result.stderr and "Traceback" not in result.stderr
