@@ -3,7 +3,7 @@ they are, and the one way the rest of breedfilter imports their code.
 
 Each unit is imported as its platform imports it: Lambda puts the CodeUri folder on ``sys.path`` and imports
 ``app``; SageMaker runs ``train.py`` and imports ``inference`` from the source dir, top level. This module is the
-only code in ``breedfilter/`` that touches ``sys.path`` or ``importlib`` (tests/test_one_door.py keeps it so);
+only code in ``breedfilter/`` that touches ``sys.path`` or ``importlib`` (tests/cli/test_one_door.py keeps it so);
 the units publish what the CLI needs as public names.
 
     python -m breedfilter.units       # prints where the units are

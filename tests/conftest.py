@@ -206,7 +206,7 @@ def build_harness(
         dynamodb=local_aws.client("dynamodb"),
         handler=handler,
         # time_scale=0: a failed message is visible again at once (unit tests need not wait the scaled
-        # visibility timeout; tests/test_twin_fidelity.py checks the scaled clock)
+        # visibility timeout; tests/cli/test_twin_fidelity.py checks the scaled clock)
         source=SqsEventSource(sqs, stack.queue_url, handler, batch_size=10, time_scale=0),
     )
 

@@ -1,6 +1,6 @@
 """training/imaging.py: decoding untrusted bytes to RGB, and the preprocessing shared by evaluation and inference.
 
-Every image is made here, in memory. Run: .venv/bin/pytest tests/test_imaging.py
+Every image is made here, in memory. Run: .venv/bin/pytest tests/training/test_imaging.py
 """
 
 from __future__ import annotations

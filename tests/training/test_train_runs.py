@@ -23,7 +23,7 @@ import train
 from tests.image_datasets import make_dataset
 from tests.support import quick_args, run_train_py
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,7 @@ FIRED_BADGE = (0xC6, 0x28, 0x28)
 PERFETTO = "https://ui.perfetto.dev"
 BUCKET = "sagemaker-outputs"
 JOB = "breedfilter-2031-01-02-03-04-05-678"
-TRAIN_PY = Path(__file__).resolve().parents[1] / "training" / "report.py"
+TRAIN_PY = Path(__file__).resolve().parents[2] / "training" / "report.py"
 
 
 # --- documents as the contract describes them --------------------------------------------------------------------

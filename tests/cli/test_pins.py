@@ -12,7 +12,7 @@ import re
 import tomllib
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENT_FILES = (
     ROOT / "functions" / "router" / "requirements.txt",
     ROOT / "training" / "requirements.txt",

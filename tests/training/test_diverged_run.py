@@ -24,7 +24,7 @@ import trainer
 from divergence import DivergenceGuard, TrainingDiverged, loss_problem
 from tests.image_datasets import COLOURS, make_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TRAIN_PY = ROOT / "training" / "train.py"
 LN2 = math.log(2)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOOR = ROOT / "breedfilter" / "units.py"
 BACK_DOORS = re.compile(r"sys\.path\.(insert|append)|\bimportlib\b|__import__\(|sys\.modules\[")
 # private names of the far side the CLI once reached for: options._dashed, routing.endpoint._reason_from, ...

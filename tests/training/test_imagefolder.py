@@ -17,7 +17,7 @@ from PIL import Image
 import imagefolder
 from imagefolder import SPLITS, DatasetError, ImageFolderDataset, index_dataset, split_dirs_from_root
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COLOURS = [(220, 20, 20), (20, 200, 30), (25, 30, 210), (230, 220, 40)]
 
 

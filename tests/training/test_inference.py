@@ -1,7 +1,8 @@
 """training/inference.py: the SageMaker handlers serving a model artifact under the endpoint contract.
 
 Artifacts are built here in tmp dirs around tiny models (timm's ``test_efficientnet``, torchvision's
-``mobilenet_v3_small``) at 32x32 input; images are made in memory. Run: .venv/bin/pytest tests/test_inference.py
+``mobilenet_v3_small``) at 32x32 input; images are made in memory.
+Run: .venv/bin/pytest tests/training/test_inference.py
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import imaging
 import inference
 from inference import ArtifactError, InferenceError
 
-TRAINING = Path(__file__).resolve().parents[1] / "training"
+TRAINING = Path(__file__).resolve().parents[2] / "training"
 LABELS = ["Affenpinscher", "Beagle", "Siberian_Husky"]
 TINY = "timm/test_efficientnet"
 PRE = imaging.Preprocessing(resize=40, crop=32, interpolation="bilinear")

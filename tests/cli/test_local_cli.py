@@ -22,7 +22,7 @@ import pytest
 from breedfilter import local_cli, results
 from tests.image_datasets import COLOURS, make_image
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def breedfilter_local(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:

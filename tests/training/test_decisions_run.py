@@ -28,7 +28,7 @@ from breedfilter import metrics
 from tests.image_datasets import make_dataset, make_image
 from tests.support import quick_args
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from routing.events import (
 )
 from tests.sample_events import notifications
 
-EVENTS_DIR = Path(__file__).resolve().parents[1] / "events"
+EVENTS_DIR = Path(__file__).resolve().parents[2] / "events"
 BUCKET = "breedfilter-inbox-123456789012-us-east-1"
 QUEUE_ARN = "arn:aws:sqs:us-east-1:123456789012:breedfilter-inbox"
 

@@ -56,7 +56,7 @@ def test_mixed_batch_with_faults_ends_in_exactly_one_place_each(served, monkeypa
     good = good_objects()
     truncated = jpeg((200, 40, 40), seed=5)[:500]
     # failed messages come back after the template's 390 s visibility timeout x 0.001 (0.39 s), the poison one
-    # maxReceiveCount times: the scaled clock itself is checked in tests/test_twin_fidelity.py
+    # maxReceiveCount times: the scaled clock itself is checked in tests/cli/test_twin_fidelity.py
     with LocalTwin(served, time_scale=0.001) as twin:
         crashed = crash_once(monkeypatch, ResultsTable, "put_once")  # after the copy, before record and delete
         served.script("fail", "fail")  # the endpoint fails twice, then recovers

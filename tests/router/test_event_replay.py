@@ -13,7 +13,7 @@ from routing.events import parse_notification
 from tests.images import image_bytes
 from tests.sample_events import map_notifications, notifications
 
-EVENTS = Path(__file__).resolve().parents[1] / "events"
+EVENTS = Path(__file__).resolve().parents[2] / "events"
 INBOX = "breedfilter-inbox-123456789012-us-east-1"
 SAMPLES = sorted(p for p in EVENTS.glob("*.json") if p.name != "env.json")  # env.json: sam's --env-vars
 
