@@ -23,8 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from breedfilter.aws_hints import NO_CREDENTIALS
-from breedfilter.reconcile_cli import Target, TargetError, aws_message, resolve_target, router_modules
+from breedfilter.reconcile_cli import Target, aws_message, resolve_target, router_modules, run_reported
 
 SINGLE_COPY_LIMIT = 5 * 1024**3  # CopyObject's limit; larger objects take a multipart copy
 PROGRESS_EVERY = 500
@@ -310,25 +309,21 @@ def render(report: BackfillReport, where: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-
     if args.rate is not None and args.rate <= 0:
         print("backfill: --rate must be a positive number of objects a second", file=sys.stderr)
         return 2
-    try:
+
+    def work() -> tuple[Target, BackfillReport]:
         target = resolve_target(args.stack, args.region)
         report = backfill(
             target, args.source, into=args.into, rate=args.rate, dry_run=args.dry_run, start_after=args.start_after
         )
-    except (TargetError, BackfillError) as exc:
-        print(f"backfill: {exc}", file=sys.stderr)
-        return 2
-    except NoCredentialsError:
-        print(f"backfill: {NO_CREDENTIALS}", file=sys.stderr)
-        return 1
-    except (ClientError, BotoCoreError) as exc:
-        print(f"backfill: {aws_message(exc)}", file=sys.stderr)
-        return 1
+        return target, report
+
+    done, code = run_reported("backfill", work, (BackfillError,))
+    if done is None:
+        return code
+    target, report = done
     print(render(report, target.where))
     if report.interrupted:
         return 130

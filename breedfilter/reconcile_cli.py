@@ -17,15 +17,17 @@ import json
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from breedfilter import units
 from breedfilter.aws_hints import NO_CREDENTIALS
 from breedfilter.local_aws import Stack, StackNames
 from breedfilter.template import REPO_ROOT, StackTemplate
+
+T = TypeVar("T")
 
 ROUTER_DIR = units.ROUTER_DIR
 STACK_OUTPUTS = {
@@ -147,6 +149,27 @@ def aws_message(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+def run_reported(
+    command: str, work: Callable[[], T], usage_errors: tuple[type[BaseException], ...] = ()
+) -> tuple[T | None, int]:
+    """``(work(), 0)``; or, with one ``command: reason`` line on stderr, ``(None, 2)`` for a usage error (no
+    stack, bad settings) and ``(None, 1)`` for AWS refusing (no credentials, a client or connection error).
+    The reconcile, backfill and redrive commands report their failures through it alike."""
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+    try:
+        return work(), 0
+    except (TargetError, *usage_errors) as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return None, 2
+    except NoCredentialsError:
+        print(f"{command}: {NO_CREDENTIALS}", file=sys.stderr)
+        return None, 1
+    except (ClientError, BotoCoreError) as exc:
+        print(f"{command}: {aws_message(exc)}", file=sys.stderr)
+        return None, 1
+
+
 # -- for the local twin: the reconciler on its schedule ------------------------------------------------------
 
 
@@ -252,13 +275,11 @@ def render(report: Any, where: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-
     router_modules()
     from routing.reconcile import DEFAULT_GRACE_MINUTES, DEFAULT_MAX_OBJECTS, Reconciler, ReconcileSettings
     from routing.settings import ConfigError
 
-    try:
+    def work() -> tuple[Target, Any]:
         target = resolve_target(args.stack, args.region)
         settings = ReconcileSettings(
             inbox_bucket=target.inbox_bucket,
@@ -271,16 +292,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         reconciler = Reconciler(
             settings, s3=target.client("s3"), sqs=target.client("sqs"), dynamodb=target.client("dynamodb")
         )
-        report = reconciler.run(dry_run=args.dry_run, prefix=args.prefix)
-    except (TargetError, ConfigError) as exc:
-        print(f"reconcile: {exc}", file=sys.stderr)
-        return 2
-    except NoCredentialsError:
-        print(f"reconcile: {NO_CREDENTIALS}", file=sys.stderr)
-        return 1
-    except (ClientError, BotoCoreError) as exc:
-        print(f"reconcile: {aws_message(exc)}", file=sys.stderr)
-        return 1
+        return target, reconciler.run(dry_run=args.dry_run, prefix=args.prefix)
+
+    done, code = run_reported("reconcile", work, (ConfigError,))
+    if done is None:
+        return code
+    target, report = done
     if args.json:
         print(json.dumps({"where": target.where, **report.as_dict()}, indent=2, default=str))
     else:

@@ -19,8 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from breedfilter.aws_hints import NO_CREDENTIALS
-from breedfilter.reconcile_cli import TargetError, aws_message, resolve_target
+from breedfilter.reconcile_cli import Target, resolve_target, run_reported
 
 MOVE_TASK = "StartMessageMoveTask"
 BY_HAND = "receive/send/delete"
@@ -221,14 +220,13 @@ def render(report: RedriveReport, where: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-
     if args.max is not None and args.max < 1:
         print("redrive: --max must be at least 1", file=sys.stderr)
         return 2
-    try:
+
+    def work() -> tuple[Target, RedriveReport]:
         target = resolve_target(args.stack, args.region)
-        report = redrive(
+        return target, redrive(
             target.client("sqs"),
             target.dlq_url(),
             target.queue_url(),
@@ -236,15 +234,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             wait=args.wait,
             starter=target.client("sqs", attempts=1),
         )
-    except TargetError as exc:
-        print(f"redrive: {exc}", file=sys.stderr)
-        return 2
-    except NoCredentialsError:
-        print(f"redrive: {NO_CREDENTIALS}", file=sys.stderr)
-        return 1
-    except (ClientError, BotoCoreError) as exc:
-        print(f"redrive: {aws_message(exc)}", file=sys.stderr)
-        return 1
+
+    done, code = run_reported("redrive", work)
+    if done is None:
+        return code
+    target, report = done
     print(render(report, target.where))
     return 1 if report.failed else 0
 
