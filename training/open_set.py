@@ -530,8 +530,10 @@ def _expected(
 def evaluate_unknowns(
     detector: Detector, unknowns: Outputs, valid_scores: torch.Tensor | None, unknown_scores: torch.Tensor
 ) -> dict[str, Any]:
-    probabilities, _, known = detector.decide(unknowns.logits, unknowns.features)
-    sorted_share = float((known & (probabilities.max(dim=1).values >= detector.probability_threshold)).double().mean())
+    """The share of ``unknowns`` that would be SORTED and the AUROC, from their already computed scores."""
+    confidence = torch.softmax(unknowns.logits.double() / detector.temperature, dim=1).max(dim=1).values
+    known = unknown_scores <= detector.unknown_threshold
+    sorted_share = float((known & (confidence >= detector.probability_threshold)).double().mean())
     return {
         "count": len(unknowns),
         "sorted_share": sorted_share,

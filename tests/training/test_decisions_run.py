@@ -189,3 +189,13 @@ def test_bad_decision_flags_fail_before_training(tmp_path, flags, message):
     )
     assert done.returncode == 2
     assert message in done.stderr
+
+
+def test_the_held_out_unknowns_summary_is_what_the_endpoint_does_with_them(run, loaded):
+    written = json.loads((run[0] / "output" / "open_set.json").read_text())
+    folder = Path(written["unknowns"]["source"]) / "nested"
+    answers = [inference.predict_bytes(loaded, path.read_bytes(), "image/png") for path in sorted(folder.glob("*.png"))]
+    sorted_ = [a["known"] and a["predictions"][0]["probability"] >= a["threshold"] for a in answers]
+    assert written["unknowns"]["sorted_share"] == pytest.approx(sum(sorted_) / len(answers))
+    for answer, score in zip(answers, written["unknown_scores"]["unknowns"], strict=True):
+        assert answer["unknown_score"] == pytest.approx(score, abs=1e-4)
