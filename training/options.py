@@ -176,7 +176,7 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
     recipe.add_argument("--deterministic", type=str2bool, default=False, help="deterministic algorithms (slower)")
 
     look = parser.add_argument_group(
-        "debugger and profiler (training/debugger.py, training/profiler.py; one report.html in the output dir)"
+        "debugger and profiler (training/observability/; one report.html in the output dir)"
     )
     look.add_argument("--debugger", type=str2bool, default=True, help="per-layer statistics and rules (on/off)")
     look.add_argument("--debugger-interval", type=positive_int, default=20, help="record tensors every N steps")
@@ -283,9 +283,7 @@ def parse_options(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
 
 def _check_debugging(options: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """Rule specs, collections and the profiler window are checked now, not after the dataset has loaded."""
-    import debug_rules
-    import profile_rules
-    import rule_spec
+    from observability import debug_rules, profile_rules, rule_spec
 
     try:
         rule_spec.parse_collections(options.debugger_collections)

@@ -36,18 +36,16 @@ import architectures
 import artifact
 import checkpoints
 import ddp
-import debugger as debugger_module
 import decision_fit
 import evaluation
 import imagefolder
 import imaging
 import options as options_module
 import plots
-import profiler as profiler_module
-import rule_spec
-import smdebug_adapter
-import tensorboard_log
 import trainer as trainer_module
+from observability import debugger as debugger_module
+from observability import profiler as profiler_module
+from observability import rule_spec, smdebug_adapter, tensorboard_log
 
 log = logging.getLogger("train")
 

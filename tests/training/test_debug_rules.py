@@ -18,9 +18,7 @@ import torch
 from torch import nn
 
 import architectures
-import debug_rules
-import rule_spec
-import tensor_stats
+from observability import debug_rules, rule_spec, tensor_stats
 
 LABELS = ["beagle", "husky", "poodle"]
 TEACHER = torch.Generator().manual_seed(0)

@@ -13,10 +13,7 @@ from typing import Any
 
 import pytest
 
-import profile_rules
-import rule_spec
-import step_timing
-import system_monitor
+from observability import profile_rules, rule_spec, step_timing, system_monitor
 
 GB = 1e9
 

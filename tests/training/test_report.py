@@ -29,10 +29,10 @@ from PIL import Image, ImageStat
 import decision_fit
 import open_set
 import report
-import step_timing
 import train
 from breedfilter import cli
-from rule_spec import verdict
+from observability import step_timing
+from observability.rule_spec import verdict
 from tests.image_datasets import make_dataset
 from tests.support import quick_args
 

@@ -15,8 +15,8 @@ import types
 
 from torch import nn
 
-import smdebug_adapter
 import train
+from observability import smdebug_adapter
 from tests.image_datasets import make_dataset
 from tests.support import quick_args
 

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-import step_timing
 import train
+from observability import step_timing
 from tests.image_datasets import make_dataset
 from tests.support import quick_args
 

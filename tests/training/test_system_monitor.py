@@ -6,7 +6,7 @@ import threading
 
 import psutil
 
-import system_monitor
+from observability import system_monitor
 
 
 def test_samples_cpu_per_core_memory_and_io_while_work_runs():

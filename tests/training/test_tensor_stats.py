@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-import tensor_stats
+from observability import tensor_stats
 
 
 def network() -> nn.Module:

@@ -1,12 +1,12 @@
 """The training profiler: where the time goes, and what to change. A trainer callback on maintained parts.
 
-- a system sampler thread (training/system_monitor.py: CPU per core, memory, disk and network I/O, GPUs via NVML)
+- a system sampler thread (system_monitor.py: CPU per core, memory, disk and network I/O, GPUs via NVML)
   every ``--profiler-interval`` seconds;
-- every step's split into data wait, forward + backward and optimizer (training/step_timing.py), outlier steps,
+- every step's split into data wait, forward + backward and optimizer (step_timing.py), outlier steps,
   and on CUDA the allocator's memory after each step;
 - ``torch.profiler`` over a window of steps (``--profiler-steps 6:3``: 3 steps from step 6), exported as a
   Chrome/Perfetto trace (OUTPUT_DIR/profiler_trace.json.gz) with the top operators by self time;
-- the rules of training/profile_rules.py at each epoch end and at the end, each with a recommendation;
+- the rules of profile_rules.py at each epoch end and at the end, each with a recommendation;
 - OUTPUT_DIR/profiler.json, rewritten each epoch.
 Under torchrun only rank 0 profiles (its steps wait for the others at each all-reduce, so its split shows theirs).
 With ``sync_timing`` the trainer synchronises CUDA inside each step so the split is exact (the price is the
@@ -27,11 +27,8 @@ import psutil
 import torch
 
 import ddp
-import profile_rules
-import rule_spec
-import run_files
-import step_timing
-import system_monitor
+
+from . import profile_rules, rule_spec, run_files, step_timing, system_monitor
 
 log = logging.getLogger("train")
 

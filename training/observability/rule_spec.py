@@ -10,7 +10,7 @@
 Also ``--debugger-collections`` and ``--profiler-steps``. Light on purpose (no torch): train.py's option parser
 checks every spec before the dataset loads.
 
-    used by training/options.py, training/debugger.py and training/profiler.py; not run on its own
+    used by training/options.py, debugger.py and profiler.py; not run on its own
 """
 
 from __future__ import annotations

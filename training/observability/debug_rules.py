@@ -1,6 +1,6 @@
 """The debugger's rules: SageMaker Debugger's built-in rules, evaluated while the model trains.
 
-Each rule watches what training/debugger.py feeds it: every step's loss (``on_step``), every TensorStats
+Each rule watches what debugger.py feeds it: every step's loss (``on_step``), every TensorStats
 record of a sampled step (``on_record``) and every epoch row with that epoch's per-class counts
 (``on_epoch``). A hook returns a ``Finding`` when the rule fires, so the debugger can log it and stop training
 when the rule's action is ``stop``. A condition that keeps holding fires once; it fires again only after it
@@ -10,10 +10,10 @@ cleared (so ``count`` in the verdict is the number of times a problem began, not
 Names, parameters and defaults follow SageMaker's built-in rules where they carry over to what we measure
 (norms and means per sampled step, epoch rows); each class docstring says how a rule was adapted and why.
 
-    build_rules("default")                      every rule (--debugger-rules; see training/rule_spec.py)
+    build_rules("default")                      every rule (--debugger-rules; see rule_spec.py)
     build_rules("none,exploding_tensor=stop")   only that one
 
-    used by training/debugger.py; not run on its own
+    used by debugger.py; not run on its own
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import rule_spec
+from . import rule_spec
 
 SOURCE = "debugger"
 SATURATING = ("Sigmoid", "Tanh")  # gates, not hidden features: their spread says nothing about initialisation

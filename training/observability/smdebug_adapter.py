@@ -5,7 +5,7 @@ DebuggerHookConfig gets /opt/ml/input/config/debughookconfig.json; ``SMDEBUG_CON
 file). Then smdebug's hook is created from that config and registered on the model, and each step's loss is
 saved as a scalar, so SageMaker's rule containers see the tensors they expect. Otherwise it does nothing and says
 why once: smdebug is never required (it is unmaintained, and breaks on NumPy 2). Our own debugger
-(training/debugger.py) runs either way.
+(debugger.py) runs either way.
 
     used by train.py (python training/train.py --smdebug auto|off); not run on its own
 """

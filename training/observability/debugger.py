@@ -2,10 +2,10 @@
 
 What it does (SageMaker Debugger's job, on maintained parts: PyTorch hooks and TensorBoard):
 - every step: the loss and the class distribution of the inputs (counted on the device, no sync);
-- every ``--debugger-interval`` steps (and step 1): per-layer statistics from training/tensor_stats.py
+- every ``--debugger-interval`` steps (and step 1): per-layer statistics from tensor_stats.py
   (gradient and weight norms, update/weight ratio, NaN/Inf counts, activation zero/dead/saturated fractions);
   frozen layers are skipped, so a frozen backbone costs nothing and breaks nothing;
-- the rules of training/debug_rules.py on every step, sampled step and epoch; a rule whose action is ``stop``
+- the rules of debug_rules.py on every step, sampled step and epoch; a rule whose action is ``stop``
   stops training after that step (as SageMaker's StopTraining action), with the step, tensor and evidence;
 - TensorBoard scalars under ``debugger/…`` (beside train.py's epoch curves) and OUTPUT_DIR/debugger.json,
   rewritten each epoch so a run that dies still leaves its evidence.
@@ -27,10 +27,8 @@ from typing import Any
 import torch
 
 import ddp
-import debug_rules
-import rule_spec
-import run_files
-import tensor_stats
+
+from . import debug_rules, rule_spec, run_files, tensor_stats
 
 log = logging.getLogger("train")
 

@@ -1,4 +1,4 @@
-"""The profiler's rules: SageMaker Profiler's built-in rules, adapted to what training/profiler.py measures, each
+"""The profiler's rules: SageMaker Profiler's built-in rules, adapted to what profiler.py measures, each
 verdict with the numbers it checked and a concrete recommendation (train.py flags, or what to change around it).
 
 ``evaluate(profile, spec)`` takes the profile document (profiler.json's content without "rules") and returns one
@@ -26,7 +26,7 @@ this run, nothing measured yet). Thresholds keep SageMaker's names and defaults 
     BatchSize              all of: CPU p95 (mean of cores) < cpu_threshold_p95 (70%), GPU utilisation p95 <
                            gpu_threshold_p95 (70%), GPU memory p95 < gpu_memory_threshold_p95 (70%), in some
                            window -> a larger --batch-size would use the GPU better. Not applicable without a GPU.
-    StepOutlier            the outliers of training/step_timing.py (median + k x MAD, each epoch's first step left
+    StepOutlier            the outliers of step_timing.py (median + k x MAD, each epoch's first step left
                            out; SageMaker uses mean + 3 std, which one huge step inflates) that are also slower than
                            median_multiple (3) x the median step, so a busy shared machine's jitter does not count;
                            fires when there are more than n_outliers (2: one or two slow steps on a shared machine
@@ -37,7 +37,7 @@ this run, nothing measured yet). Thresholds keep SageMaker's names and defaults 
                            window when the total is unknown). Not applicable without a GPU.
     MaxInitializationTime  init_seconds (process start to the end of the first step) > threshold minutes (20).
 
-    used by training/profiler.py (python training/train.py --profiler on ...); not run on its own
+    used by profiler.py (python training/train.py --profiler on ...); not run on its own
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ import statistics
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import rule_spec
+from . import rule_spec
 
 SOURCE = "profiler"
 
@@ -90,7 +90,7 @@ def evaluate(profile: Mapping[str, Any], spec: str = "") -> list[Verdict]:
             found = _verdict(
                 "not_applicable",
                 f"rule error: {type(error).__name__}: {error}",
-                "report this as a bug in training/profile_rules.py",
+                "report this as a bug in profile_rules.py",
             )
         found.update(rule=name, action=setting.action, thresholds=dict(setting.thresholds))
         verdicts.append(found)

@@ -5,7 +5,7 @@ each GPU when a driver is there; without one the GPU fields are simply empty). R
 per second) are deltas between samples. Sampling costs well under a millisecond per sample on a 2-core
 machine, so the default interval of 1 s costs < 0.1% of one core.
 
-    python training/system_monitor.py [SECONDS] [INTERVAL]     # prints samples as JSON lines
+    python system_monitor.py [SECONDS] [INTERVAL]     # prints samples as JSON lines
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ modules (ReLU family, GELU, SiLU, Sigmoid, Tanh) forward hooks, live only on sam
 fraction of zeros (dead units), the saturated fraction (sigmoid/tanh near their bounds) and NaN/Inf counts.
 Collections as SageMaker Debugger names them: losses, gradients, weights, biases, activations.
 
-    used by training/debugger.py; not run on its own
+    used by debugger.py; not run on its own
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The debugger's and profiler's JSON files: written atomically (a reader never sees half a file, a crash keeps the
 previous epoch's), series thinned to a bounded size, and NaN/Infinity (which JSON lacks) as strings.
 
-    used by training/debugger.py and training/profiler.py; not run on its own
+    used by debugger.py and profiler.py; not run on its own
 """
 
 from __future__ import annotations
