@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT))
 
-from breedfilter.local_twin import LocalTwin  # noqa: E402
+from breedfilter.twin.local_twin import LocalTwin  # noqa: E402
 
 
 def photos(count: int) -> list[Path]:
@@ -50,11 +50,11 @@ def predictor(model: Path | None):
         models = sorted((ROOT / "out" / "demo" / "models").glob("*/model.tar.gz"), key=lambda p: p.stat().st_mtime)
         model = models[-1] if models else None
     if model is None:
-        from breedfilter.stand_in_model import ColourModel
+        from breedfilter.twin.stand_in_model import ColourModel
 
         print("model: the stand-in colour model (no demo model in out/demo/models: make demo trains one)")
         return ColourModel()
-    from breedfilter.artifact_model import ArtifactModel
+    from breedfilter.twin.artifact_model import ArtifactModel
 
     print(f"model: {model}")
     return ArtifactModel(model)

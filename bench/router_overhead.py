@@ -13,11 +13,11 @@ import os
 import time
 
 from breedfilter.demo import patched_environ
-from breedfilter.endpoint_server import EndpointServer
-from breedfilter.lambda_runtime import load_handler
-from breedfilter.local_aws import FAKE_CREDENTIALS, LocalAws, aws_environment, router_environment
-from breedfilter.sqs_poller import SqsEventSource
-from breedfilter.stand_in_model import ColourModel
+from breedfilter.twin.endpoint_server import EndpointServer
+from breedfilter.twin.lambda_runtime import load_handler
+from breedfilter.twin.local_aws import FAKE_CREDENTIALS, LocalAws, aws_environment, router_environment
+from breedfilter.twin.sqs_poller import SqsEventSource
+from breedfilter.twin.stand_in_model import ColourModel
 
 
 def images(n: int) -> list[bytes]:

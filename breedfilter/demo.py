@@ -2,7 +2,7 @@
 
 1. Gets a model (``breedfilter.demo_model``): ``--model model.tar.gz|s3://…``, else trains one with
    training/train.py on ``--data DIR`` or on shapes it generates, and caches it.
-2. Starts the local twin (``breedfilter.local_twin``): moto with the stack from template.yaml, the model
+2. Starts the local twin (``breedfilter.twin.local_twin``): moto with the stack from template.yaml, the model
    served through training/inference.py at a local SageMaker endpoint, the router's ``lambda_handler``.
 3. Drops held-out labelled images into the inbox (the test split, known labels) plus bad input on purpose
    and one duplicate notification, routes until the queue drains, prints what happened and the accuracy
@@ -29,11 +29,10 @@ from typing import Any
 
 from breedfilter import demo_model
 from breedfilter.arguments import positive_int, split_train_flags
-from breedfilter.artifact_model import ArtifactModel
 from breedfilter.demo_model import short_path
-from breedfilter.local_twin import LocalTwin, Snapshot
-from breedfilter.template import REPO_ROOT
-from breedfilter.units import training_module
+from breedfilter.twin.artifact_model import ArtifactModel
+from breedfilter.twin.local_twin import LocalTwin, Snapshot
+from breedfilter.units import REPO_ROOT, training_module
 
 OUT_DIR = REPO_ROOT / "out" / "demo"
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})

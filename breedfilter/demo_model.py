@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from breedfilter import demo_dataset
+from breedfilter import metrics as metric_lines
 from breedfilter.processes import exit_text, spawn_group, stop_group
-from breedfilter.search_space import TRAINING_DIR, SearchSpaceError, given_train_flags
-from breedfilter.template import REPO_ROOT
+from breedfilter.search_space import SearchSpaceError, given_train_flags
+from breedfilter.units import REPO_ROOT, TRAINING_DIR
 
 CACHE_DIR = REPO_ROOT / "out" / "demo" / "models"
 GENERATED_DIR = REPO_ROOT / "out" / "demo" / "shapes"
@@ -136,7 +137,7 @@ def cache_key(flags: Sequence[str], data: Path) -> str:
     for path in sorted(p for p in data.rglob("*") if p.is_file()):
         stat = path.stat()
         digest.update(f"{path.relative_to(data)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    for path in sorted(TRAINING_DIR.glob("*.py")):
+    for path in sorted(TRAINING_DIR.rglob("*.py")):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -184,16 +185,15 @@ def train(flags: Sequence[str], data: Path, target: Path, echo: Any = print) -> 
 
 
 _TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ")
-_METRIC = re.compile(r"\b(\w+)=([^;\s]+);")
 
 
 def progress_line(line: str) -> str | None:
     """A train.py log line worth showing while the demo waits: one per epoch, and the final one."""
     text = _TIMESTAMP.sub("", line.rstrip())
-    metrics = dict(_METRIC.findall(text))
+    metrics = metric_lines.scrape(text)
     if "epoch" in metrics and "valid_accuracy" in metrics:
         return (
-            f"epoch {metrics['epoch']}: train accuracy {float(metrics['train_accuracy']):.3f}, "
+            f"epoch {metrics['epoch']:.0f}: train accuracy {float(metrics['train_accuracy']):.3f}, "
             f"valid accuracy {float(metrics['valid_accuracy']):.3f} ({float(metrics['epoch_seconds']):.1f} s)"
         )
     if text.startswith(("training: ", "done in ")):

@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from breedfilter.arguments import split_train_flags
-from breedfilter.sqs_poller import DEFAULT_TIME_SCALE, TIME_SCALE_VARIABLE, twin_time_scale
-from breedfilter.template import REPO_ROOT
+from breedfilter.twin.sqs_poller import DEFAULT_TIME_SCALE, TIME_SCALE_VARIABLE, twin_time_scale
+from breedfilter.units import REPO_ROOT
 
 START_TIMEOUT_SECONDS = 120.0
 STOP_TIMEOUT_SECONDS = 30.0
@@ -226,8 +226,8 @@ def serve(
     """Run the twin until SIGTERM/SIGINT; the state file exists exactly while it serves."""
     import logging
 
-    from breedfilter.artifact_model import ArtifactModel
-    from breedfilter.local_twin import LocalTwin
+    from breedfilter.twin.artifact_model import ArtifactModel
+    from breedfilter.twin.local_twin import LocalTwin
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     stopping = threading.Event()
@@ -256,13 +256,13 @@ def serve(
         if announce:
             _print_up(state)
             print("Ctrl-C stops it.", flush=True)
-        logging.getLogger("breedfilter.local_twin").info("serving; state in %s", path)
+        logging.getLogger("breedfilter.twin.local_twin").info("serving; state in %s", path)
         try:
             while not stopping.wait(0.5):
                 pass
         finally:
             path.unlink(missing_ok=True)
-    logging.getLogger("breedfilter.local_twin").info("stopped")
+    logging.getLogger("breedfilter.twin.local_twin").info("stopped")
     return 0
 
 
@@ -320,7 +320,7 @@ def status(args: argparse.Namespace) -> int:
         return 1
     import boto3
 
-    from breedfilter.local_aws import StackNames, count_items, object_keys, queue_depth
+    from breedfilter.twin.local_aws import StackNames, count_items, object_keys, queue_depth
 
     exports, names = state["exports"], StackNames()
     session = boto3.Session(

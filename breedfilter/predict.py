@@ -20,7 +20,7 @@ from typing import Any
 
 from breedfilter import units
 from breedfilter.aws_hints import NO_CREDENTIALS
-from breedfilter.template import REPO_ROOT
+from breedfilter.units import REPO_ROOT
 
 DEFAULT_MODEL = REPO_ROOT / "out" / "train" / "model.tar.gz"
 CONTENT_TYPE = "application/x-image"  # any image format; the model sniffs it
@@ -51,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def artifact_classifier(path: Path) -> Callable[[bytes], dict[str, Any]]:
-    from breedfilter.artifact_model import ArtifactModel
-    from breedfilter.endpoint_server import BadInput
+    from breedfilter.twin.artifact_model import ArtifactModel
+    from breedfilter.twin.predictor import BadInput
 
     if not path.exists():
         raise Unusable(f"no model artifact at {path}: train one (python training/train.py --data DIR) or pass --model")

@@ -24,8 +24,9 @@ from typing import Any, TypeVar
 
 from breedfilter import units
 from breedfilter.aws_hints import NO_CREDENTIALS
-from breedfilter.local_aws import Stack, StackNames
-from breedfilter.template import REPO_ROOT, StackTemplate
+from breedfilter.template import StackTemplate
+from breedfilter.twin.local_aws import Stack, StackNames
+from breedfilter.units import REPO_ROOT
 
 T = TypeVar("T")
 

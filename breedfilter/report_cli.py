@@ -7,7 +7,7 @@
     ... [--regenerate] [--open] [--download-dir DIR]
 
 S3 archives are downloaded with boto3 (your default credentials; AWS_ENDPOINT_URL is honoured) and extracted
-safely into out/reports/JOB/. report.html is built with training/report.py when it is missing (or with
+safely into out/reports/JOB/. report.html is built with training/report/ when it is missing (or with
 --regenerate). Exit status 2 with one line on stderr when there is nothing to report on.
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from breedfilter.aws_hints import NO_CREDENTIALS
-from breedfilter.template import REPO_ROOT
+from breedfilter.units import REPO_ROOT
 
 DEFAULT_DOWNLOAD_DIR = REPO_ROOT / "out" / "reports"
 KNOWN_FILES = ("metrics.json", "debugger.json", "profiler.json", "report.html")
@@ -143,7 +143,7 @@ def _extract(archive: Path, target: Path, source: str) -> Path:
 
 
 def ensure_report(output_dir: Path, regenerate: bool) -> Path:
-    """OUTPUT_DIR/report.html, built with training/report.py when missing or asked for."""
+    """OUTPUT_DIR/report.html, built with training/report/ when missing or asked for."""
     path = output_dir / "report.html"
     if path.is_file() and not regenerate:
         return path

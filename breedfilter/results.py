@@ -27,7 +27,7 @@ from decimal import Decimal
 from typing import Any
 
 from breedfilter.aws_hints import NO_CREDENTIALS
-from breedfilter.local_aws import StackNames
+from breedfilter.twin.local_aws import StackNames
 
 STATUSES = ("SORTED", "REVIEW", "REJECTED")
 COLUMNS = ("decided_at", "status", "label", "confidence", "source", "destination", "reason")

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from breedfilter import metrics, search_space
+from breedfilter import metrics, search_space, units
 from breedfilter.aws_hints import NO_CREDENTIALS
 
 # The newest PyTorch DLCs the pinned SDK knows (sagemaker.core.image_uris); torch 2.x APIs train.py uses.
@@ -143,16 +143,13 @@ def collect_hyperparameters(file: Path | None, extra: Sequence[str]) -> dict[str
     (names, abbreviations, values), as the strings SageMaker passes back to it."""
     tokens: list[str] = []
     if file is not None:
+        train_options = units.train_options()
         try:
-            loaded = search_space.read_json(file)
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise LaunchError(f"--hyperparameters {file}: {exc}") from exc
-        if not isinstance(loaded, dict):
-            raise LaunchError(f"--hyperparameters {file}: expected a JSON object of flag names to values")
+            loaded = train_options.read_hyperparameter_file(file)
+        except train_options.HyperparameterFileError as exc:
+            raise LaunchError(str(exc)) from None
         for name, value in loaded.items():
-            if isinstance(value, dict | list) or value is None:
-                raise LaunchError(f"--hyperparameters {file}: {name} is a number, string or boolean, not {value!r}")
-            tokens += [f"--{str(name).removeprefix('--')}", search_space.flag_text(value)]
+            tokens += [f"--{str(name).removeprefix('--')}", train_options.flag_text(value)]
     try:
         given = search_space.given_train_flags([*tokens, *extra])
     except search_space.SearchSpaceError as exc:
@@ -245,7 +242,7 @@ def model_trainer(
         base_job_name=args.job_name_prefix,
         training_image=training_image(args, region),
         source_code=SourceCode(
-            source_dir=str(search_space.TRAINING_DIR), entry_script="train.py", requirements="requirements.txt"
+            source_dir=str(units.TRAINING_DIR), entry_script="train.py", requirements="requirements.txt"
         ),
         # torchrun: one process per GPU on each instance, DistributedDataParallel across them all.
         distributed=Torchrun() if kind == "training" else None,
@@ -282,8 +279,7 @@ def data_channel(args: argparse.Namespace) -> list[Any]:
 
 
 # -- commands ---------------------------------------------------------------------------------------------
-# train.py's split names (training/imagefolder.py): case-insensitive, val/validation for valid; test/ is optional.
-SPLIT_ALIASES = {"val": "valid", "validation": "valid"}
+# train.py's split names (training/options.py SPLIT_ALIASES): any case, val/validation for valid; test/ is optional.
 
 
 def check_data(args: argparse.Namespace, boto_session: Any) -> None:
@@ -298,7 +294,7 @@ def check_data(args: argparse.Namespace, boto_session: Any) -> None:
             raise LaunchError(f"bucket {bucket} does not exist (--data {args.data})") from exc
         raise
     folders = [p["Prefix"][len(prefix) :].rstrip("/") for p in listed.get("CommonPrefixes", [])]
-    splits = {SPLIT_ALIASES.get(name.lower(), name.lower()) for name in folders}
+    splits = {units.train_options().SPLIT_ALIASES.get(name.lower(), name.lower()) for name in folders}
     missing = [f"{split}/" for split in ("train", "valid") if split not in splits]
     if missing:
         raise LaunchError(

@@ -21,8 +21,7 @@ from typing import Any
 
 from breedfilter import metrics, units
 
-TRAINING_DIR = units.TRAINING_DIR
-DEFAULT_PATH = TRAINING_DIR / "search_space.json"
+DEFAULT_PATH = units.TRAINING_DIR / "search_space.json"
 KINDS = ("float", "int", "categorical")
 
 
@@ -147,8 +146,8 @@ def given_train_flags(tokens: Sequence[str]) -> dict[str, Any]:
 
 
 def flag_text(value: Any) -> str:
-    """A flag's value as train.py reads it back: ``true``/``false`` for booleans, else ``str``."""
-    return str(value).lower() if isinstance(value, bool) else str(value)
+    """A flag's value as train.py reads it back (training/options.py says how)."""
+    return train_options_module().flag_text(value)
 
 
 def read_json(path: Path) -> Any:

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from breedfilter.units import REPO_ROOT  # re-exported: the paths live in units
+from breedfilter.units import REPO_ROOT
 
 TEMPLATE_PATH = REPO_ROOT / "template.yaml"
 _PSEUDO = {

@@ -35,9 +35,9 @@ from typing import Any
 from breedfilter import metrics, search_space, tuning_report, units
 from breedfilter.arguments import positive_int
 from breedfilter.processes import exit_text, spawn_group, stop_group
-from breedfilter.template import REPO_ROOT
+from breedfilter.units import REPO_ROOT
 
-TRAIN_SCRIPT = search_space.TRAINING_DIR / "train.py"
+TRAIN_SCRIPT = units.TRAINING_DIR / "train.py"
 # Flags the tuner sets per trial; a user passing them would make trials overwrite each other.
 PER_TRIAL = frozenset({"model_dir", "output_data_dir", "checkpoint_dir", "resume", "hyperparameters"})
 

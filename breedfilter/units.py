@@ -49,6 +49,41 @@ def lambda_handler(code_dir: str | Path, handler: str) -> Any:
     return getattr(importlib.import_module(module_name), function_name)
 
 
+class ColdStart:
+    """A fresh execution environment for a Lambda code folder, as a new deployment gets on Lambda: ``load()``
+    imports its modules anew (module-level clients, caches and Logger built from the current environment);
+    ``close()`` puts back whatever this process had imported from the folder before. The local twin runs the
+    router in one of these, so it never edits the Lambda module's globals and leaves no warm state behind."""
+
+    def __init__(self, code_dir: str | Path, handler: str) -> None:
+        folder = Path(code_dir)
+        self.folder = (folder if folder.is_absolute() else REPO_ROOT / folder).resolve()
+        self.handler = handler
+        self._saved: dict[str, ModuleType] | None = None
+
+    def _inside(self, module: ModuleType | None) -> bool:
+        file = getattr(module, "__file__", None)
+        return bool(file) and Path(file).resolve().is_relative_to(self.folder)
+
+    def _take_out(self) -> dict[str, ModuleType]:
+        taken = {name: module for name, module in sys.modules.items() if self._inside(module)}
+        for name in taken:
+            del sys.modules[name]
+        return taken
+
+    def load(self) -> Any:
+        """The handler (``module.function``), from modules imported afresh."""
+        if self._saved is None:
+            self._saved = self._take_out()
+        return lambda_handler(self.folder, self.handler)
+
+    def close(self) -> None:
+        if self._saved is not None:
+            self._take_out()
+            sys.modules.update(self._saved)
+            self._saved = None
+
+
 @cache
 def train_options() -> ModuleType:
     """training/options.py (train.py's parser) loaded from its file alone, under a name of its own: the CLI reads

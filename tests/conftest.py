@@ -16,9 +16,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from breedfilter.endpoint_server import EndpointServer
-from breedfilter.lambda_runtime import LambdaContext, load_handler
-from breedfilter.local_aws import (
+from breedfilter.twin.endpoint_server import EndpointServer
+from breedfilter.twin.lambda_runtime import LambdaContext, load_handler
+from breedfilter.twin.local_aws import (
     FAKE_CREDENTIALS,
     LocalAws,
     Stack,
@@ -29,9 +29,9 @@ from breedfilter.local_aws import (
     router_environment,
     scan_items,
 )
-from breedfilter.moto_s3_conditions import install as install_s3_conditions
-from breedfilter.sqs_poller import PollReport, SqsEventSource
-from breedfilter.stand_in_model import ColourModel
+from breedfilter.twin.moto_s3_conditions import install as install_s3_conditions
+from breedfilter.twin.sqs_poller import PollReport, SqsEventSource
+from breedfilter.twin.stand_in_model import ColourModel
 from tests.endpoint_faults import ScriptedModel
 
 # No test may reach AWS, even one that forgets a fixture.

@@ -7,7 +7,7 @@ import time
 from collections import deque
 from typing import Any
 
-from breedfilter.endpoint_server import BadInput, ModelFailure, Predictor, Throttled
+from breedfilter.twin.predictor import BadInput, ModelFailure, Predictor, Throttled
 
 
 class ScriptedModel:
@@ -27,6 +27,10 @@ class ScriptedModel:
         with self._lock:
             self._faults.clear()
             self.calls.clear()
+
+    @property
+    def identity(self) -> dict[str, str]:
+        return self.model.identity
 
     def __call__(self, body: bytes, content_type: str) -> dict[str, Any]:
         with self._lock:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import imaging
+from options import SPLIT_ALIASES
 
 try:
     from torch.utils.data import Dataset as _TorchDataset
@@ -44,7 +45,6 @@ except ImportError:  # checking a dataset (the command line) needs only Pillow; 
     _TorchDataset = object  # type: ignore[assignment,misc]
 
 SPLITS = ("train", "valid", "test")
-SPLIT_ALIASES = {"val": "valid", "validation": "valid"}
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 # JPEGs are verified decoded at 1/8 scale or so: every byte of the entropy-coded data is still read
 # (a truncated file still fails), only the inverse DCT and colour conversion get cheaper.

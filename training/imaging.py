@@ -47,6 +47,11 @@ MAX_PIXELS: int = 64_000_000
 # would run Ghostscript; TGA, which has no signature so any bytes may "decode"; PSD, FITS, ...) is refused before a
 # decoder runs. Phones' MPO files open as JPEG; JPEG 2000 (JP2 files and raw codestreams) as JPEG2000. The router
 # sends what it sniffs as one of these (functions/router/routing/sniff.py).
+# The request content types the endpoint decodes as an image (inference.py answers 415 for anything else but
+# JSON); the router sends one of them (routing/sniff.py) and the twin's stand-in model takes the same ones.
+IMAGE_CONTENT_TYPES = frozenset(
+    {"image/jpeg", "image/png", "image/webp", "application/x-image", "application/octet-stream"}
+)
 FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "AVIF", "JPEG2000", "PPM", "ICO")
 
 INTERPOLATIONS: tuple[str, ...] = ("bilinear", "bicubic", "nearest")

@@ -60,9 +60,7 @@ DEFAULT_LABELS_FILE = "labels.json"
 DEFAULT_TOP_K = 3
 MAX_BATCH = 64
 
-IMAGE_CONTENT_TYPES = frozenset(
-    {"image/jpeg", "image/png", "image/webp", "application/x-image", "application/octet-stream"}
-)
+IMAGE_CONTENT_TYPES = imaging.IMAGE_CONTENT_TYPES
 JSON_CONTENT_TYPE = "application/json"
 CONTENT_TYPES = IMAGE_CONTENT_TYPES | {JSON_CONTENT_TYPE}
 

@@ -55,6 +55,10 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
+# --data's split folders: train/, valid/ (also val/ or validation/, any case) and an optional test/. The image
+# reader (imagefolder.py) and the SageMaker launcher's check of an S3 prefix both read the names through this.
+SPLIT_ALIASES = {"val": "valid", "validation": "valid"}
+
 # The options a checkpoint must share with the run that resumes it (everything that changes the training).
 RESUME_KEYS = (
     "model",
@@ -330,16 +334,41 @@ def _dashed(argv: Sequence[str] | None) -> list[str] | None:
     return out
 
 
+class HyperparameterFileError(ValueError):
+    """A --hyperparameters file that cannot be read, is not JSON, or holds something other than flags."""
+
+
+def flag_text(value: bool | int | float | str) -> str:
+    """A flag's value as train.py reads it back: ``true``/``false`` for booleans, else ``str``."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def read_hyperparameter_file(path: Path) -> dict[str, bool | int | float | str]:
+    """``{"lr": 0.01, "batch_size": 64}`` from a file in UTF-8, -16 or -32, BOM or not (PowerShell's ``>`` writes
+    UTF-16); each value a number, string or boolean. train.py and ``breedfilter train --sagemaker`` both read
+    the tuner's best_hyperparameters.json through this; the names are checked by whoever parses the flags."""
+    try:
+        values = json.loads(Path(path).read_bytes())
+    except OSError as exc:
+        raise HyperparameterFileError(f"--hyperparameters {path}: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HyperparameterFileError(f"--hyperparameters {path}: not JSON ({exc})") from None
+    if not isinstance(values, dict):
+        raise HyperparameterFileError(f"--hyperparameters {path}: expected a JSON object of flag names to values")
+    for name, value in values.items():
+        if isinstance(value, dict | list) or value is None:
+            raise HyperparameterFileError(
+                f"--hyperparameters {path}: {name} must be a number, string or boolean, not {value!r}"
+            )
+    return values
+
+
 def hyperparameter_file_flags(path: Path, parser: argparse.ArgumentParser) -> list[str]:
     """``{"lr": 0.01, "batch_size": 64}`` -> ``["--lr", "0.01", "--batch-size", "64"]``, checked against the parser."""
     try:
-        values = json.loads(path.read_bytes())  # UTF-8, -16 or -32, BOM or not
-    except OSError as exc:
-        parser.error(f"--hyperparameters {path}: {exc.strerror or exc}")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        parser.error(f"--hyperparameters {path}: not JSON ({exc})")
-    if not isinstance(values, dict):
-        parser.error(f"--hyperparameters {path}: expected a JSON object of flag names to values")
+        values = read_hyperparameter_file(path)
+    except HyperparameterFileError as exc:
+        parser.error(str(exc))
     known = {
         action.dest: action.option_strings[-1]
         for action in parser._actions
@@ -350,10 +379,7 @@ def hyperparameter_file_flags(path: Path, parser: argparse.ArgumentParser) -> li
         dest = str(name).removeprefix("--").replace("-", "_")
         if dest not in known:
             parser.error(f"--hyperparameters {path}: unknown option {name!r} (train.py --help lists them)")
-        if isinstance(value, dict | list) or value is None:
-            parser.error(f"--hyperparameters {path}: {name} must be a number, string or boolean, not {value!r}")
-        text = str(value).lower() if isinstance(value, bool) else str(value)
-        flags += [known[dest], text]
+        flags += [known[dest], flag_text(value)]
     return flags
 
 

@@ -41,11 +41,11 @@ import evaluation
 import imagefolder
 import imaging
 import options as options_module
-import plots
 import trainer as trainer_module
 from observability import debugger as debugger_module
 from observability import profiler as profiler_module
 from observability import rule_spec, smdebug_adapter, tensorboard_log
+from report import png_files
 
 log = logging.getLogger("train")
 
@@ -433,9 +433,9 @@ def _write_outputs(
     (out / "metrics.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     written = [opts.model_dir, out / "metrics.json"]
     if summary["history"]:
-        written.append(plots.training_curves(summary["history"], out / "training_curves.png"))
+        written.append(png_files.training_curves(summary["history"], out / "training_curves.png"))
     if test is not None:
-        written.append(plots.confusion_matrix(test.confusion.tolist(), labels, out / "confusion_matrix.png"))
+        written.append(png_files.confusion_matrix(test.confusion.tolist(), labels, out / "confusion_matrix.png"))
     if opts.package:
         written.append(artifact.package(opts.model_dir, opts.model_dir.parent / "model.tar.gz"))
     for path in written:

@@ -143,7 +143,7 @@ def test_a_twin_that_died_is_reported_with_its_log_and_its_state_is_cleaned_up(s
 @pytest.mark.parametrize("command", ["env", "down"])
 def test_env_and_down_say_the_twin_died_too(state_dir, command):
     log = state_dir / "twin.log"
-    log.write_text("2026-01-01 breedfilter.local_twin INFO serving\nFatal Python error: Segmentation fault\n")
+    log.write_text("2026-01-01 breedfilter.twin.local_twin INFO serving\nFatal Python error: Segmentation fault\n")
     (state_dir / "twin.json").write_text(json.dumps({"pid": 999999999, "log": str(log), "exports": {}}))
     result = breedfilter_local(state_dir, command)
     said = result.stdout + result.stderr
@@ -154,7 +154,7 @@ def test_env_and_down_say_the_twin_died_too(state_dir, command):
 
 def test_status_counts_every_item_not_the_first_page(harness, tmp_path, monkeypatch, capsys):
     """One scan page stops at 1 MB: 1190 items counted as 1132 before."""
-    from breedfilter.local_aws import aws_environment, count_items
+    from breedfilter.twin.local_aws import aws_environment, count_items
 
     table = harness.stack.names.results_table
     padding = "x" * 200_000

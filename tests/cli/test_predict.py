@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from breedfilter import predict
-from breedfilter.artifact_model import ArtifactModel
-from breedfilter.endpoint_server import EndpointServer
+from breedfilter.twin.artifact_model import ArtifactModel
+from breedfilter.twin.endpoint_server import EndpointServer
 from tests.image_datasets import COLOURS, make_image
 
 LABELS = [name.split(".", 1)[1] for name in COLOURS]

@@ -21,8 +21,8 @@ from botocore.awsrequest import AWSResponse
 from moto import mock_aws
 
 from breedfilter import cli, metrics, sagemaker_jobs, search_space, tune_local
-from breedfilter.local_aws import FAKE_CREDENTIALS
 from breedfilter.template import TEMPLATE_PATH
+from breedfilter.twin.local_aws import FAKE_CREDENTIALS
 from tests.image_datasets import make_dataset
 
 BUCKET = "breedfilter-ml-123456789012"

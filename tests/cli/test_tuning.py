@@ -20,7 +20,7 @@ import pytest
 import options
 import train
 from breedfilter import metrics, search_space, tune_local, tuning_report
-from breedfilter.template import REPO_ROOT
+from breedfilter.units import REPO_ROOT
 from tests.image_datasets import make_dataset
 
 TINY = ["--model", "timm/test_efficientnet", "--weights", "none", "--image-size", "32", "--num-workers", "0"]

@@ -17,13 +17,13 @@ from urllib.parse import quote_plus
 
 import pytest
 
-from breedfilter import local_aws
-from breedfilter.endpoint_server import ModelFailure
-from breedfilter.local_aws import inbox_queue_settings, s3_notifications_like_s3
-from breedfilter.local_twin import LocalTwin
-from breedfilter.sqs_poller import SqsEventSource, twin_time_scale
-from breedfilter.stand_in_model import ColourModel
 from breedfilter.template import StackTemplate
+from breedfilter.twin import local_aws
+from breedfilter.twin.local_aws import inbox_queue_settings, s3_notifications_like_s3
+from breedfilter.twin.local_twin import LocalTwin
+from breedfilter.twin.predictor import ModelFailure
+from breedfilter.twin.sqs_poller import SqsEventSource, twin_time_scale
+from breedfilter.twin.stand_in_model import ColourModel
 from tests.images import image_bytes
 
 KEY = "uploads/my dog +1 Ünï 狗.jpg"  # a space, a plus, unicode: moto percent-encodes it (quote_plus)
@@ -118,6 +118,10 @@ class Outage:
     def __init__(self) -> None:
         self.model = ColourModel()
         self.up_at = float("inf")
+
+    @property
+    def identity(self) -> dict[str, str]:
+        return self.model.identity
 
     def __call__(self, body: bytes, content_type: str) -> dict[str, Any]:
         if time.monotonic() < self.up_at:

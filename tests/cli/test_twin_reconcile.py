@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import time
 
-from breedfilter.local_twin import LocalTwin
-from breedfilter.stand_in_model import ColourModel
+from breedfilter.twin.local_twin import LocalTwin
+from breedfilter.twin.stand_in_model import ColourModel
 from tests.images import image_bytes
 
 

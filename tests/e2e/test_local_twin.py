@@ -16,9 +16,8 @@ import threading
 
 import pytest
 
-from breedfilter.artifact_model import ArtifactModel
-from breedfilter.local_twin import LocalTwin
-from routing.results import ResultsTable
+from breedfilter.twin.artifact_model import ArtifactModel
+from breedfilter.twin.local_twin import LocalTwin
 from tests.endpoint_faults import ScriptedModel
 from tests.image_datasets import COLOURS, make_image
 from tests.support import crash_once
@@ -58,7 +57,8 @@ def test_mixed_batch_with_faults_ends_in_exactly_one_place_each(served, monkeypa
     # failed messages come back after the template's 390 s visibility timeout x 0.001 (0.39 s), the poison one
     # maxReceiveCount times: the scaled clock itself is checked in tests/cli/test_twin_fidelity.py
     with LocalTwin(served, time_scale=0.001) as twin:
-        crashed = crash_once(monkeypatch, ResultsTable, "put_once")  # after the copy, before record and delete
+        results_table = twin.router_module("routing.results").ResultsTable  # the twin's own cold start
+        crashed = crash_once(monkeypatch, results_table, "put_once")  # after the copy, before record and delete
         served.script("fail", "fail")  # the endpoint fails twice, then recovers
         for key, body in good.items():
             twin.drop(key, body)

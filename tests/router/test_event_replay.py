@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from breedfilter.local_aws import StackNames
+from breedfilter.twin.local_aws import StackNames
 from routing.events import parse_notification
 from tests.images import image_bytes
 from tests.sample_events import map_notifications, notifications

@@ -291,7 +291,7 @@ def test_a_name_crafted_to_collide_fails_loudly_instead_of_overwriting(harness):
 
 
 def test_the_test_s3_honours_conditional_copies_as_s3_does(moto_s3):
-    """moto 5.2.5 ignores them; breedfilter.moto_s3_conditions (installed by conftest and LocalAws) does not."""
+    """moto 5.2.5 ignores them; breedfilter.twin.moto_s3_conditions (installed by conftest and LocalAws) does not."""
     from botocore.exceptions import ClientError
 
     moto_s3.create_bucket(Bucket="conditions")

@@ -14,8 +14,9 @@ from urllib.parse import quote_plus
 import pytest
 
 from breedfilter import reconcile_cli
-from breedfilter.lambda_runtime import LambdaContext, load_handler
-from breedfilter.template import REPO_ROOT, StackTemplate
+from breedfilter.template import StackTemplate
+from breedfilter.twin.lambda_runtime import LambdaContext, load_handler
+from breedfilter.units import REPO_ROOT
 from routing.events import parse_sqs_body
 from routing.pipeline import Router
 from routing.reconcile import (

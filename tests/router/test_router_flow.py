@@ -11,7 +11,7 @@ from decimal import Decimal
 import pytest
 from PIL import features
 
-from breedfilter.stand_in_model import ColourModel
+from breedfilter.twin.stand_in_model import ColourModel
 from tests.images import HEIC_HEADER, TEXT_AS_JPG, image_bytes, truncated_jpeg
 
 

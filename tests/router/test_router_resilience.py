@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from breedfilter.lambda_runtime import LambdaContext
+from breedfilter.twin.lambda_runtime import LambdaContext
 from routing.endpoint import EndpointClient
 from routing.pipeline import Router
 from routing.results import ResultsTable

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from breedfilter.template import REPO_ROOT, StackTemplate
+from breedfilter.template import StackTemplate
+from breedfilter.units import REPO_ROOT
 from routing.results import BY_LABEL_INDEX, BY_STATUS_INDEX
 from routing.settings import ENV_VARIABLES, REQUIRED_ENV, ConfigError, Settings
 

@@ -1,4 +1,4 @@
-"""The run report: training/report.py's self-contained report.html and terminal summary, and ``breedfilter report``
+"""The run report: the training/report package's report.html and terminal summary, and ``breedfilter report``
 on a dir, a train.py run dir, and a SageMaker output.tar.gz in S3 (moto), plus a screenshot in headless Chromium.
 
 The documents are built here as debugger.py and profiler.py write them (the issue 6 contract), with fired, ok and
@@ -38,12 +38,12 @@ from tests.support import quick_args
 
 LABELS = ["Beagle", "Siberian_Husky", "Toy_Poodle"]
 EVIL = "<script>x</script>"
-LOSS_COLOUR = (0x0B, 0x4F, 0x8A)  # report.py's moving-average line in the first plot
+LOSS_COLOUR = (0x0B, 0x4F, 0x8A)  # report/curves.py's moving-average line in the first plot
 FIRED_BADGE = (0xC6, 0x28, 0x28)
 PERFETTO = "https://ui.perfetto.dev"
 BUCKET = "sagemaker-outputs"
 JOB = "breedfilter-2031-01-02-03-04-05-678"
-TRAIN_PY = Path(__file__).resolve().parents[2] / "training" / "report.py"
+TRAINING = Path(__file__).resolve().parents[2] / "training"  # where python -m report runs
 
 
 # --- documents as the contract describes them --------------------------------------------------------------------
@@ -568,14 +568,18 @@ def test_a_long_run_with_many_classes_and_layers_stays_small(tmp_path: Path) -> 
     assert "Most often wrong while training (10 of 120 classes)" in page
 
 
-def test_python_training_report_py_writes_the_page(tmp_path: Path) -> None:
+def test_python_m_report_writes_the_page(tmp_path: Path) -> None:
     out = write_run(tmp_path / "output", gpu=False)
-    done = subprocess.run([sys.executable, str(TRAIN_PY), str(out)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "report", str(out)], cwd=TRAINING, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(out / "report.html")
     assert (out / "report.html").is_file()
 
-    done = subprocess.run([sys.executable, str(TRAIN_PY), str(tmp_path)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "report", str(tmp_path)], cwd=TRAINING, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 2 and "none of metrics.json" in done.stderr
 
 

@@ -1,11 +1,11 @@
-"""The run report's decisions section, from open_set.json: calibration, thresholds and unknown images.
+"""The Decisions section, from open_set.json: calibration, thresholds and unknown images; and its summary line.
 
 training/decision_fit.py writes open_set.json in the output dir after training (training/open_set.py's summary):
 the temperature and the reliability of the top probability before and after it, the probability threshold chosen
 for a target precision and the precision/coverage curve it was chosen on, and the unknown-image detector's scores
-on the validation images (and on held-out unknown images, with ``--unknowns``). This draws them for
-training/report.py: a table, a reliability diagram, precision and coverage against the threshold, and histograms
-of ``unknown_score``. A run without open_set.json (older runs) has no such section; report.py leaves it out.
+on the validation images (and on held-out unknown images, with ``--unknowns``). This draws them for the report
+page: a table, a reliability diagram, precision and coverage against the threshold, and histograms of
+``unknown_score``. A run without open_set.json (older runs) has no such section; page.py leaves it out.
 Any value may be null (not computable): it shows as "–" and the rest is still drawn.
 """
 
@@ -15,11 +15,11 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import report
-from report import _figure, _finite, _get, _img, _legend, _note, _plot, esc, fmt_number, fmt_share
+from .charts import figure, img, legend, legend_label, plot
+from .markup import esc, fmt_number, fmt_share, kv_table, note
+from .run import DECISIONS, Run
+from .values import float_or_nan, get, is_finite
 
-FILE = "open_set.json"
-TITLE = "Decisions: calibration, thresholds and unknown images"
 BEFORE = "#e69f00"
 AFTER = "#0072b2"
 PRECISION = "#0072b2"
@@ -32,18 +32,18 @@ HISTOGRAM_BINS = 50
 
 def fmt_target(share: Any) -> str:
     """0.99 -> 99%, 0.995 -> 99.5%: a target as the user typed it, not rounded to one decimal."""
-    return f"{share * 100:.4g}%" if _finite(share) else "–"
+    return f"{share * 100:.4g}%" if is_finite(share) else "–"
 
 
 def fmt_threshold(probability: Any) -> str:
     """0.83 -> 0.83, but 0.999997 -> 0.999997: near 1, four digits would round a real threshold to "1"."""
-    if _finite(probability) and 0.999 < probability < 1:
+    if is_finite(probability) and 0.999 < probability < 1:
         return f"{probability:.6g}"
     return fmt_number(probability)
 
 
 def fmt_precision(share: Any) -> str:
-    return f"{share * 100:.2f}%" if _finite(share) else "–"
+    return f"{share * 100:.2f}%" if is_finite(share) else "–"
 
 
 def _unknowns(document: dict[str, Any]) -> dict[str, Any] | None:
@@ -52,7 +52,7 @@ def _unknowns(document: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _scores(values: Any) -> list[float]:
-    return [float(v) for v in values or [] if _finite(v)] if isinstance(values, list) else []
+    return [float(v) for v in values or [] if is_finite(v)] if isinstance(values, list) else []
 
 
 # --- the terminal summary -----------------------------------------------------------------------------------------
@@ -73,8 +73,8 @@ def summary_line(document: dict[str, Any]) -> str:
     else:
         decision = f"threshold {threshold} for {target} precision (expected coverage {coverage})"
     ece = (
-        f"ECE {fmt_number(_get(document, 'calibration', 'ece_before'))} -> "
-        f"{fmt_number(_get(document, 'calibration', 'ece_after'))}"
+        f"ECE {fmt_number(get(document, 'calibration', 'ece_before'))} -> "
+        f"{fmt_number(get(document, 'calibration', 'ece_after'))}"
     )
     method = document.get("method")
     detector = f"unknown detector {method}" if method else "no unknown-image detector"
@@ -91,7 +91,19 @@ def summary_line(document: dict[str, Any]) -> str:
 # --- the section --------------------------------------------------------------------------------------------------
 
 
-def section(document: dict[str, Any]) -> str:
+def has_decisions(run: Run) -> bool:
+    """open_set.json is there (readable or not): a run from before it existed gets no section and no note."""
+    return run.open_set is not None or DECISIONS in run.notes
+
+
+def decisions_section(run: Run) -> str:
+    """The section, or a note when open_set.json could not be read."""
+    if run.open_set is None:
+        return note(run.notes.get(DECISIONS, f"no {DECISIONS}"))
+    return _section(run.open_set)
+
+
+def _section(document: dict[str, Any]) -> str:
     """The section's HTML: what was decided (a table), then the three plots, each with its caption."""
     calibration = document.get("calibration") if isinstance(document.get("calibration"), dict) else {}
     thresholds = document.get("thresholds") if isinstance(document.get("thresholds"), dict) else {}
@@ -110,12 +122,12 @@ def section(document: dict[str, Any]) -> str:
             "precision seen; use more validation images, or a lower <code>--target-precision</code>.</div>"
         )
     parts.append("<h3>Calibration: reliability before and after</h3>")
-    parts.append(_plot(lambda: _reliability_figure(calibration), "the reliability diagram"))
+    parts.append(plot(lambda: _reliability_figure(calibration), "the reliability diagram"))
     parts.append("<h3>Precision and coverage against the probability threshold</h3>")
     if curve:
-        parts.append(_plot(lambda: _threshold_figure(thresholds, curve), "precision and coverage"))
+        parts.append(plot(lambda: _threshold_figure(thresholds, curve), "precision and coverage"))
     else:
-        parts.append(_note("no precision/coverage curve in open_set.json (no validation image passed the gate)"))
+        parts.append(note("no precision/coverage curve in open_set.json (no validation image passed the gate)"))
     parts.append("<h3>Unknown images: unknown_score</h3>")
     parts.append(_unknown_part(document, thresholds))
     return "".join(parts)
@@ -168,29 +180,29 @@ def _table(document: dict[str, Any], calibration: dict[str, Any], thresholds: di
         )
     elif method:
         rows.append(("held-out unknowns", "none measured (train.py --unknowns DIR measures a folder of them)"))
-    return report._kv_table(rows)
+    return kv_table(rows)
 
 
 def _bins(rows: Any) -> list[dict[str, Any]]:
     return [
         row
         for row in rows or []
-        if isinstance(row, dict) and _finite(row.get("lo")) and _finite(row.get("hi")) and row["hi"] >= row["lo"]
+        if isinstance(row, dict) and is_finite(row.get("lo")) and is_finite(row.get("hi")) and row["hi"] >= row["lo"]
     ]
 
 
 def _reliability_figure(calibration: dict[str, Any]) -> str:
-    before = _bins(_get(calibration, "reliability", "before"))
-    after = _bins(_get(calibration, "reliability", "after"))
+    before = _bins(get(calibration, "reliability", "before"))
+    after = _bins(get(calibration, "reliability", "after"))
     if not before and not after:
-        return _note("no reliability bins in open_set.json")
-    fig, (acc_ax, count_ax) = _figure(2, height=3.4)
+        return note("no reliability bins in open_set.json")
+    fig, (acc_ax, count_ax) = figure(2, height=3.4)
     for offset, rows, colour, name in ((-0.25, before, BEFORE, "before"), (0.25, after, AFTER, "after")):
-        shown = [r for r in rows if _finite(r.get("accuracy")) and r.get("count")]
+        shown = [r for r in rows if is_finite(r.get("accuracy")) and r.get("count")]
         width = [(r["hi"] - r["lo"]) * 0.45 for r in shown]
         centres = [(r["lo"] + r["hi"]) / 2 + offset * (r["hi"] - r["lo"]) for r in shown]
         acc_ax.bar(centres, [r["accuracy"] for r in shown], width, color=colour, alpha=0.85, label=f" {name}")
-        counted = [r for r in rows if _finite(r.get("count")) and r["count"] > 0]
+        counted = [r for r in rows if is_finite(r.get("count")) and r["count"] > 0]
         count_ax.bar(
             [(r["lo"] + r["hi"]) / 2 + offset * (r["hi"] - r["lo"]) for r in counted],
             [r["count"] for r in counted],
@@ -204,14 +216,14 @@ def _reliability_figure(calibration: dict[str, Any]) -> str:
     acc_ax.set_title("accuracy per confidence bin", fontsize=10)
     acc_ax.set_xlabel("top probability (confidence)", fontsize=9)
     acc_ax.set_ylabel("accuracy", fontsize=9)
-    _legend(acc_ax, loc="upper left")
+    legend(acc_ax, loc="upper left")
     count_ax.set_xlim(0, 1)
     if any(p.get_height() > 0 for p in count_ax.patches):
         count_ax.set_yscale("log")
     count_ax.set_title("validation images per bin (log)", fontsize=10)
     count_ax.set_xlabel("top probability (confidence)", fontsize=9)
-    _legend(count_ax, loc="upper left")
-    images = sum(r["count"] for r in before or after if _finite(r.get("count")))
+    legend(count_ax, loc="upper left")
+    images = sum(r["count"] for r in before or after if is_finite(r.get("count")))
     caption = (
         f"Reliability of the top probability on {images:,} validation images in {len(before or after)} "
         "equal-width confidence bins, before and after calibration: a calibrated model's bars meet the diagonal. "
@@ -219,51 +231,59 @@ def _reliability_figure(calibration: dict[str, Any]) -> str:
         f"<b>{fmt_number(calibration.get('ece_before'))}</b> before → <b>{fmt_number(calibration.get('ece_after'))}"
         f"</b> after; NLL {fmt_number(calibration.get('nll_before'))} → {fmt_number(calibration.get('nll_after'))}."
     )
-    return _img(fig, "reliability diagram before and after calibration", caption)
+    return img(fig, "reliability diagram before and after calibration", caption)
 
 
 def _threshold_figure(thresholds: dict[str, Any], curve: list[dict[str, Any]]) -> str:
-    rows = sorted((r for r in curve if _finite(r.get("threshold"))), key=lambda r: r["threshold"])
+    rows = sorted((r for r in curve if is_finite(r.get("threshold"))), key=lambda r: r["threshold"])
     if not rows:
-        return _note("no usable point in the precision/coverage curve of open_set.json")
+        return note("no usable point in the precision/coverage curve of open_set.json")
     target, chosen = thresholds.get("target_precision"), thresholds.get("probability")
     expected = thresholds.get("expected") if isinstance(thresholds.get("expected"), dict) else {}
     xs = [r["threshold"] for r in rows]
-    fig, (by_threshold, trade_off) = _figure(2, height=3.4)
-    by_threshold.plot(xs, [_nan(r.get("precision")) for r in rows], color=PRECISION, linewidth=1.4, label=" precision")
-    if any(_finite(r.get("calibrated_precision")) for r in rows):
+    fig, (by_threshold, trade_off) = figure(2, height=3.4)
+    by_threshold.plot(
+        xs, [float_or_nan(r.get("precision")) for r in rows], color=PRECISION, linewidth=1.4, label=" precision"
+    )
+    if any(is_finite(r.get("calibrated_precision")) for r in rows):
         by_threshold.plot(
             xs,
-            [_nan(r.get("calibrated_precision")) for r in rows],
+            [float_or_nan(r.get("calibrated_precision")) for r in rows],
             color=PRECISION,
             linestyle="--",
             linewidth=1,
             label=" precision expected by calibration",
         )
-    by_threshold.plot(xs, [_nan(r.get("coverage")) for r in rows], color=COVERAGE, linewidth=1.4, label=" coverage")
-    trade_off.plot([_nan(r.get("coverage")) for r in rows], [_nan(r.get("precision")) for r in rows], color=PRECISION)
-    if _finite(target):
+    by_threshold.plot(
+        xs, [float_or_nan(r.get("coverage")) for r in rows], color=COVERAGE, linewidth=1.4, label=" coverage"
+    )
+    trade_off.plot(
+        [float_or_nan(r.get("coverage")) for r in rows],
+        [float_or_nan(r.get("precision")) for r in rows],
+        color=PRECISION,
+    )
+    if is_finite(target):
         for ax in (by_threshold, trade_off):
             label = f" target precision {fmt_target(target)}"
             ax.axhline(target, color=TARGET, linestyle=":", linewidth=1.2, label=label)
-    if _finite(chosen):
+    if is_finite(chosen):
         label = f" threshold {fmt_threshold(chosen)}"
         by_threshold.axvline(chosen, color="black", linestyle="--", linewidth=1, label=label)
-    if _finite(expected.get("coverage")) and _finite(expected.get("precision")):
+    if is_finite(expected.get("coverage")) and is_finite(expected.get("precision")):
         trade_off.plot(
             [expected["coverage"]], [expected["precision"]], "o", color="black", markersize=6, label=" chosen threshold"
         )
-    by_threshold.set(xlim=(min(xs[0], chosen if _finite(chosen) else 1.0) - 0.01, 1.0), ylim=(0, 1.02))
+    by_threshold.set(xlim=(min(xs[0], chosen if is_finite(chosen) else 1.0) - 0.01, 1.0), ylim=(0, 1.02))
     by_threshold.set_title("precision and coverage against the threshold", fontsize=10)
     by_threshold.set_xlabel("calibrated top-probability threshold", fontsize=9)
-    _legend(by_threshold, loc="lower left")
-    reference = target if _finite(target) else 0.9
+    legend(by_threshold, loc="lower left")
+    reference = target if is_finite(target) else 0.9
     low = min(reference - 4 * (1 - reference), (expected.get("precision") or reference) - 0.05)
     trade_off.set(xlim=(0, 1.02), ylim=(max(0.0, low), 1.005))
     trade_off.set_title("precision against coverage (zoomed to the target)", fontsize=10)
     trade_off.set_xlabel("coverage (share of validation images SORTED)", fontsize=9)
     trade_off.set_ylabel("precision", fontsize=9)
-    _legend(trade_off, loc="lower left")
+    legend(trade_off, loc="lower left")
     caption = (
         "On the validation images that pass the unknown gate: the share of all validation images SORTED "
         "(coverage) and the share of those that are right (precision) for each threshold on the calibrated top "
@@ -280,21 +300,21 @@ def _threshold_figure(thresholds: dict[str, Any], curve: list[dict[str, Any]]) -
         caption += f"the target precision {fmt_target(target)} was met on validation."
     else:
         caption += f"target precision {fmt_target(target)}."
-    return _img(fig, "precision and coverage against the probability threshold", caption)
+    return img(fig, "precision and coverage against the probability threshold", caption)
 
 
 def _unknown_part(document: dict[str, Any], thresholds: dict[str, Any]) -> str:
     method = document.get("method")
     if not method:
-        return _note(
+        return note(
             "no unknown-image detector in this model (--unknown-method none): every image counts as one of the "
             "labels, and only the probability threshold decides"
         )
-    valid = _scores(_get(document, "unknown_scores", "valid"))
+    valid = _scores(get(document, "unknown_scores", "valid"))
     if not valid:
-        return _note("open_set.json has no unknown_score of the validation images")
-    unknowns = _scores(_get(document, "unknown_scores", "unknowns"))
-    return _plot(lambda: _scores_figure(method, thresholds, valid, unknowns, _unknowns(document)), "the scores")
+        return note("open_set.json has no unknown_score of the validation images")
+    unknowns = _scores(get(document, "unknown_scores", "unknowns"))
+    return plot(lambda: _scores_figure(method, thresholds, valid, unknowns, _unknowns(document)), "the scores")
 
 
 def _scores_figure(
@@ -304,9 +324,9 @@ def _scores_figure(
     unknowns: Sequence[float],
     held_out: dict[str, Any] | None,
 ) -> str:
-    fig, (ax,) = _figure(1, height=3.4)
+    fig, (ax,) = figure(1, height=3.4)
     limit = thresholds.get("unknown")
-    values = [*valid, *unknowns] + ([limit] if _finite(limit) else [])
+    values = [*valid, *unknowns] + ([limit] if is_finite(limit) else [])
     low, high = min(values), max(values)
     if high <= low:
         low, high = low - 0.5, high + 0.5
@@ -324,15 +344,15 @@ def _scores_figure(
                 alpha=0.55,
                 histtype="stepfilled",
                 edgecolor=colour,
-                label=report._label(name),
+                label=legend_label(name),
             )
-    if _finite(limit):
+    if is_finite(limit):
         ax.axvline(limit, color="black", linestyle="--", linewidth=1.2, label=f" unknown threshold {fmt_number(limit)}")
-    name = report._label(method).strip()
+    name = legend_label(method).strip()
     ax.set_xlabel(f"unknown_score ({name}; higher = less like the training images)", fontsize=9)
     ax.set_ylabel("share of images per bin", fontsize=9)
-    _legend(ax)
-    kept = sum(v <= limit for v in valid) / len(valid) if _finite(limit) else math.nan
+    legend(ax)
+    kept = sum(v <= limit for v in valid) / len(valid) if is_finite(limit) else math.nan
     caption = (
         f"unknown_score of the detector <b>{esc(method)}</b> for the validation images"
         + (" and the held-out unknown images" if unknowns else "")
@@ -340,7 +360,7 @@ def _scores_figure(
         f"<b>{fmt_number(limit)}</b> count as not one of the labels: it keeps <b>{fmt_share(kept)}</b> of the "
         f"known validation images (asked for {fmt_target(thresholds.get('known_keep'))})"
     )
-    if unknowns and _finite(limit):
+    if unknowns and is_finite(limit):
         caught = sum(v > limit for v in unknowns) / len(unknowns)
         caption += f" and flags {fmt_share(caught)} of the held-out unknowns"
     caption += "."
@@ -352,8 +372,4 @@ def _scores_figure(
         )
     else:
         caption += " No held-out unknown images were measured (train.py --unknowns DIR measures a folder of them)."
-    return _img(fig, "unknown_score histograms", caption)
-
-
-def _nan(value: Any) -> float:
-    return float(value) if _finite(value) else math.nan
+    return img(fig, "unknown_score histograms", caption)

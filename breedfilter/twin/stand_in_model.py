@@ -8,9 +8,9 @@ open-set recognition did, without those three fields; ``threshold=None`` leaves 
 It decodes with Pillow exactly as a real model must (bad bytes and truncated files are a 4xx), so the router's
 tests exercise real decoding in milliseconds and without torch; only the "classifier" is trivial. The demo,
 ``breedfilter local up`` and the end-to-end tests serve a trained ``model.tar.gz`` through
-``training/inference.py`` instead (``breedfilter.artifact_model``).
+``training/inference.py`` instead (``breedfilter.twin.artifact_model``).
 
-    python -m breedfilter.stand_in_model IMAGE...     # prints each image's prediction
+    python -m breedfilter.twin.stand_in_model IMAGE...     # prints each image's prediction
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from typing import Any
 
 from PIL import Image, ImageStat, UnidentifiedImageError
 
-from breedfilter.endpoint_server import BadInput
+from breedfilter import units
+from breedfilter.twin.predictor import BadInput
 
 LABELS = ("red", "green", "blue")
 MODEL = {"name": "stand-in-colour", "version": "0"}
@@ -50,7 +51,14 @@ class ColourModel:
         self.min_saturation = min_saturation
         self.open_set = open_set
 
+    @property
+    def identity(self) -> dict[str, str]:
+        return dict(MODEL)
+
     def __call__(self, body: bytes, content_type: str) -> dict[str, Any]:
+        accepted = units.training_module("imaging").IMAGE_CONTENT_TYPES  # the real model's (Pillow only, no torch)
+        if content_type.split(";")[0].strip().lower() not in accepted:
+            raise BadInput(f"unsupported content type {content_type!r}; send one of {sorted(accepted)}", 415)
         try:
             with Image.open(io.BytesIO(body)) as image:
                 image.draft("RGB", (64, 64))
@@ -65,7 +73,7 @@ class ColourModel:
             key=lambda p: p["probability"],
             reverse=True,
         )
-        answer: dict[str, Any] = {"predictions": ranked[: self.top_k], "model": dict(MODEL)}
+        answer: dict[str, Any] = {"predictions": ranked[: self.top_k], "model": self.identity}
         if self.open_set:
             saturation = max(means) - min(means)
             answer["known"] = saturation >= self.min_saturation

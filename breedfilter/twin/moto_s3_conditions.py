@@ -10,7 +10,7 @@ moto 5.2.5 ignores two CopyObject headers that S3 honours:
 ``ThreadedMotoServer`` alike); it is idempotent. The tests install it (tests/conftest.py); the local twin should
 too, before it starts moto's server, so that it behaves as S3 does.
 
-    python -m breedfilter.moto_s3_conditions      # installs it and shows a refused copy
+    python -m breedfilter.twin.moto_s3_conditions      # installs it and shows a refused copy
 """
 
 from __future__ import annotations

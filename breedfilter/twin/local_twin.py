@@ -9,8 +9,8 @@ this process's environment at both (as template.yaml configures the Lambda) and 
 
 Retries keep the template's numbers on a scaled clock: a failed message comes back after the inbox queue's
 visibility timeout (390 s) x ``time_scale`` (default ``$BREEDFILTER_TWIN_TIME_SCALE`` or 0.01: 3.9 s) and goes
-to the dead-letter queue after the template's ``maxReceiveCount`` receives (see ``breedfilter.sqs_poller``).
-S3 notifications carry ``versionId`` and ``sequencer`` as S3's do (see ``breedfilter.local_aws``).
+to the dead-letter queue after the template's ``maxReceiveCount`` receives (see ``breedfilter.twin.sqs_poller``).
+S3 notifications carry ``versionId`` and ``sequencer`` as S3's do (see ``breedfilter.twin.local_aws``).
 Everything lives in this process's memory: closing the twin forgets it.
 
     with LocalTwin(ArtifactModel("model.tar.gz")) as twin:
@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from breedfilter import units
-from breedfilter.endpoint_server import EndpointServer, Predictor
-from breedfilter.lambda_runtime import load_handler
-from breedfilter.local_aws import (
+from breedfilter.template import StackTemplate
+from breedfilter.twin.endpoint_server import EndpointServer
+from breedfilter.twin.local_aws import (
     LocalAws,
     Stack,
     StackNames,
@@ -44,10 +44,10 @@ from breedfilter.local_aws import (
     router_environment,
     scan_items,
 )
-from breedfilter.sqs_poller import PollReport, SqsEventSource, twin_time_scale
-from breedfilter.template import StackTemplate
+from breedfilter.twin.predictor import Predictor
+from breedfilter.twin.sqs_poller import PollReport, SqsEventSource, twin_time_scale
 
-log = logging.getLogger("breedfilter.local_twin")
+log = logging.getLogger("breedfilter.twin.local_twin")
 
 
 @dataclass
@@ -84,6 +84,11 @@ class LocalTwin:
     ):
         self.template = StackTemplate.load()
         self.names = names or StackNames()
+        if not isinstance(predictor, Predictor):
+            raise TypeError(
+                f"{type(predictor).__name__} is not a Predictor: it needs identity and __call__(body, content_type)"
+                " (breedfilter/twin/predictor.py)"
+            )
         self.predictor = predictor
         self.router_overrides = dict(router_overrides or {})
         self.max_receive_count = max_receive_count
@@ -97,7 +102,8 @@ class LocalTwin:
         self.source: SqsEventSource | None = None
         self.environment: dict[str, str] = {}
         self._saved_environ: dict[str, str] | None = None
-        self._saved_log_level: int | None = None
+        self._saved_log_level: tuple[logging.Logger, int] | None = None
+        self._cold_start: units.ColdStart | None = None
         self._started: list[Any] = []
         self._stop_polling = threading.Event()
         self._poller: threading.Thread | None = None
@@ -135,13 +141,15 @@ class LocalTwin:
             self.environment["POWERTOOLS_METRICS_DISABLED"] = "true"
         self._saved_environ = dict(os.environ)
         os.environ.update(self.environment)
-        handler = load_handler()
-        app = units.router_module("app")
-        app.router_for.cache_clear()  # a warm router from an earlier twin points at its ports
-        # the module-level Logger read its level at import (as on Lambda, once per cold start); a twin is a
-        # new deployment of the same code, so it applies this one's level, and close() puts the old one back
-        self._saved_log_level = app.logger.log_level
-        app.logger.setLevel(self.environment.get("POWERTOOLS_LOG_LEVEL", "INFO"))
+        # a twin is a new deployment of the router: its code imported afresh from this environment (no warm
+        # router from an earlier twin pointing at its ports), and the process's own imports put back on close
+        self._cold_start = units.ColdStart(units.ROUTER_DIR, "app.lambda_handler")
+        handler = self._cold_start.load()
+        # the function's log level, as Lambda's logging controls set it: on the service's logger, which a
+        # Powertools Logger configured earlier in this process shares by name
+        service_logger = logging.getLogger(self.environment.get("POWERTOOLS_SERVICE_NAME", "service_undefined"))
+        self._saved_log_level = (service_logger, service_logger.level)
+        service_logger.setLevel(self.environment.get("POWERTOOLS_LOG_LEVEL", "INFO"))
         self.source = SqsEventSource(
             self.aws.client("sqs"),
             self.stack.queue_url,
@@ -157,10 +165,12 @@ class LocalTwin:
         while self._started:
             with contextlib.suppress(Exception):
                 self._started.pop().stop()
+        if self._cold_start is not None:
+            self._cold_start.close()
+            self._cold_start = None
         if self._saved_log_level is not None:
-            app = units.router_module("app")
-            app.logger.setLevel(self._saved_log_level)
-            app.router_for.cache_clear()  # its clients point at the stopped servers
+            service_logger, level = self._saved_log_level
+            service_logger.setLevel(level)
             self._saved_log_level = None
         if self._saved_environ is not None:
             os.environ.clear()
@@ -168,6 +178,11 @@ class LocalTwin:
             self._saved_environ = None
 
     # -- use ------------------------------------------------------------------------------------------------
+
+    def router_module(self, name: str) -> Any:
+        """A module of the router as this twin runs it (its own cold start: patch this one, not an earlier import)."""
+        assert self._cold_start is not None, "use LocalTwin as a context manager"
+        return units.router_module(name)
 
     def client(self, service: str) -> Any:
         return self.aws.client(service)

@@ -1,7 +1,7 @@
 """Load a function the way Lambda does (its CodeUri folder on sys.path, ``module.function``) and give it a
 context object with Lambda's attributes.
 
-    python -m breedfilter.lambda_runtime functions/router app.lambda_handler < event.json
+    python -m breedfilter.twin.lambda_runtime functions/router app.lambda_handler < event.json
 """
 
 from __future__ import annotations

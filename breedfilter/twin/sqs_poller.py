@@ -18,7 +18,7 @@ number of receives as in the cloud, in proportionally less time (5 receives: abo
   exact scaled time itself (``release_due``; ``drain`` and the twin's live loop call it), and also sets
   its visibility to the scaled remainder rounded up, so it comes back even if nobody polls.
 
-    python -m breedfilter.sqs_poller QUEUE_URL     # with the router's environment set: drains the queue once
+    python -m breedfilter.twin.sqs_poller QUEUE_URL     # with the router's environment set: drains the queue once
                                                    # (time scale 1 there: a real queue's real timeout)
 """
 
@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from breedfilter.lambda_runtime import Handler, LambdaContext
+from breedfilter.twin.lambda_runtime import Handler, LambdaContext
 
 TIME_SCALE_VARIABLE = "BREEDFILTER_TWIN_TIME_SCALE"
 DEFAULT_TIME_SCALE = 0.01
@@ -207,7 +207,7 @@ class SqsEventSource:
 if __name__ == "__main__":
     import boto3
 
-    from breedfilter.lambda_runtime import load_handler
+    from breedfilter.twin.lambda_runtime import load_handler
 
     source = SqsEventSource(boto3.client("sqs"), sys.argv[1], load_handler(), time_scale=1.0)
     print(source.drain())

@@ -1,6 +1,7 @@
-"""Training curves and the confusion matrix as PNG files (matplotlib, no display needed).
+"""Training curves and the confusion matrix as PNG files (matplotlib, no display needed), beside report.html.
 
-Used by train.py at the end of a run; ``python training/plots.py out/train/output/metrics.json`` redraws both.
+Used by train.py at the end of a run (``from report import png_files``); run from training/,
+``python -m report.png_files ../out/train/output/metrics.json`` redraws both.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
   endpoint is a ``ValidationError``, and ``Throttled`` becomes a 429 ``ThrottlingException``.
 Point boto3 at it with ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=http://127.0.0.1:PORT``.
 
-    python -m breedfilter.endpoint_server --port 8080 --model out/train/model.tar.gz
+    python -m breedfilter.twin.endpoint_server --port 8080 --model out/train/model.tar.gz
 """
 
 from __future__ import annotations
@@ -17,38 +17,15 @@ import json
 import re
 import socket
 import threading
-from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-CONTENT_TYPES = frozenset({"image/jpeg", "image/png", "image/webp", "application/x-image", "application/octet-stream"})
-MAX_BODY_BYTES = 6 * 1024 * 1024  # SageMaker real-time InvokeEndpoint's payload limit
+from breedfilter.twin.artifact_model import ArtifactModel
+from breedfilter.twin.predictor import MAX_BODY_BYTES, BadInput, ModelFailure, Predictor, Throttled
+from breedfilter.twin.stand_in_model import ColourModel
+
 _RUNTIME_PATH = re.compile(r"^/endpoints/(?P<name>[^/]+)/invocations$")
-
-Predictor = Callable[[bytes, str], dict[str, Any]]
-
-
-class BadInput(Exception):
-    """The input cannot be classified: the model answers 4xx with a JSON reason."""
-
-    def __init__(self, reason: str, status: int = 400):
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
-
-
-class Throttled(Exception):
-    """The endpoint is over capacity: sagemaker-runtime answers ThrottlingException."""
-
-
-class ModelFailure(Exception):
-    """The model failed (a 5xx from the container, wrapped as ModelError by sagemaker-runtime)."""
-
-    def __init__(self, reason: str, status: int = 500):
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
 
 
 class EndpointServer:
@@ -95,10 +72,9 @@ class EndpointServer:
         self.stop()
 
     def invoke_container(self, body: bytes, content_type: str) -> tuple[int, dict[str, Any]]:
-        """What the container answers: (status, JSON body)."""
+        """What the container answers: (status, JSON body). Which content types it takes is the model's to say
+        (training/inference.py answers 415 for others), as in a SageMaker container."""
         media_type = content_type.split(";")[0].strip().lower()
-        if media_type not in CONTENT_TYPES:
-            return 415, {"error": f"unsupported content type {content_type!r}; send one of {sorted(CONTENT_TYPES)}"}
         if not body:
             return 400, {"error": "empty request body"}
         if len(body) > MAX_BODY_BYTES:
@@ -199,12 +175,8 @@ def main() -> None:
     parser.add_argument("--model", help="model.tar.gz or its dir, served through training/inference.py")
     args = parser.parse_args()
     if args.model:
-        from breedfilter.artifact_model import ArtifactModel
-
         predictor: Predictor = ArtifactModel(args.model)
     else:
-        from breedfilter.stand_in_model import ColourModel
-
         print("no --model: serving the stand-in colour model (red/green/blue)", flush=True)
         predictor = ColourModel()
     server = EndpointServer(predictor, args.endpoint_name, port=args.port)

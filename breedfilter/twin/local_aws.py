@@ -10,10 +10,10 @@ S3 event notifications as S3 sends them: moto (5.2.5) builds ``s3.object`` with 
 ``sequencer``; without the version id the router would take its ETag path and leave an overwritten photo's
 older version in the inbox. While a ``LocalAws`` server runs in this process, moto's event builder is
 wrapped to add both (``s3_notifications_like_s3``); everything else in the message is moto's own, keys
-included (percent-encoded by moto). ``LocalAws.start`` also installs ``breedfilter.moto_s3_conditions``
+included (percent-encoded by moto). ``LocalAws.start`` also installs ``breedfilter.twin.moto_s3_conditions``
 (CopyObject's ``If-None-Match`` and copy-source ``If-Match``, which the router relies on) where it exists.
 
-    python -m breedfilter.local_aws      # starts it, provisions, prints the environment, waits for Ctrl-C
+    python -m breedfilter.twin.local_aws      # starts it, provisions, prints the environment, waits for Ctrl-C
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from typing import Any
 import boto3
 from moto.server import ThreadedMotoServer
 
-from breedfilter import moto_s3_conditions
 from breedfilter.template import StackTemplate
+from breedfilter.twin import moto_s3_conditions
 
 REGION = "us-east-1"
 FAKE_CREDENTIALS = {
@@ -135,7 +135,7 @@ def install_s3_notification_patch() -> None:
             builder = getattr(notifications, "_get_s3_event", None)
             if builder is None or not callable(builder):
                 raise RuntimeError(
-                    "moto.s3.notifications._get_s3_event is gone (a newer moto?): breedfilter.local_aws "
+                    "moto.s3.notifications._get_s3_event is gone (a newer moto?): breedfilter.twin.local_aws "
                     "must be taught where moto builds S3 event notifications"
                 )
             if not getattr(builder, "breedfilter_patch", False):
@@ -239,7 +239,7 @@ class LocalAws:
         """Create the stack's resources. Settings default to template.yaml's: the inbox versioning parameter,
         and the inbox queue's ``VisibilityTimeout`` and ``RedrivePolicy.maxReceiveCount`` as the template
         resolves them (390 s and 5 with the parameter defaults). The local poller waits the visibility
-        timeout on a scaled clock (``breedfilter.sqs_poller``), so the queue itself keeps the real value.
+        timeout on a scaled clock (``breedfilter.twin.sqs_poller``), so the queue itself keeps the real value.
         """
         names = names or StackNames()
         template = template or StackTemplate.load()

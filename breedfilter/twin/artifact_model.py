@@ -4,7 +4,7 @@ The local endpoint server serves it (``EndpointServer(ArtifactModel(path), name)
 --model`` calls it directly: the same ``model_fn`` and ``input_fn``/``predict_fn`` a SageMaker endpoint runs.
 The model's refusals (InferenceError 4xx with a reason) become the server's BadInput, its failures ModelFailure.
 
-    python -m breedfilter.artifact_model out/train/model.tar.gz IMAGE...
+    python -m breedfilter.twin.artifact_model out/train/model.tar.gz IMAGE...
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from breedfilter.endpoint_server import BadInput, ModelFailure
+from breedfilter.twin.predictor import BadInput, ModelFailure
 from breedfilter.units import training_module
 
 
@@ -51,7 +51,7 @@ class ArtifactModel:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) < 2:
-        print("usage: python -m breedfilter.artifact_model MODEL(.tar.gz|dir) IMAGE...", file=sys.stderr)
+        print("usage: python -m breedfilter.twin.artifact_model MODEL(.tar.gz|dir) IMAGE...", file=sys.stderr)
         return 2
     model = ArtifactModel(args[0])
     for image in args[1:]:
