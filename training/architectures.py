@@ -197,9 +197,10 @@ def _torchvision_weights(name: str) -> Any:
 
 
 def _torchvision(name: str, num_classes: int) -> nn.Module:
+    import torchvision.models
     from torchvision.models import get_model, list_models
 
-    if name not in list_models(module=__import__("torchvision").models):
+    if name not in list_models(module=torchvision.models):
         raise UnknownArchitecture(_unknown(name))
     if name in _AUXILIARY_HEADS:
         raise UnknownArchitecture(

@@ -26,6 +26,7 @@ import random
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -66,24 +67,68 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[Any] = ()) -> di
         ddp.teardown()
 
 
+@dataclass
+class Data:
+    """The splits train.py reads, their loaders and the steps an epoch takes."""
+
+    index: imagefolder.DatasetIndex
+    preprocessing: imaging.Preprocessing
+    train_set: imagefolder.ImageFolderDataset
+    valid_set: imagefolder.ImageFolderDataset
+    train_loader: DataLoader
+    valid_loader: DataLoader
+    steps: int
+
+
 def run(opts: argparse.Namespace, world: ddp.World, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     started = time.perf_counter()
     _seed_everything(opts.seed, opts.deterministic)
-    index = _index(opts, world)
-    labels = index.labels
-    pre = _preprocessing(opts)
-    log.info("model %s, weights %s, preprocessing %s", opts.model, opts.weights, pre.to_dict())
+    data = _data(opts, world)
+    labels = data.index.labels
     torch.manual_seed(opts.seed)  # the new head's initialisation depends on the seed alone
     model = architectures.build_model(opts.model, len(labels), opts.weights)
     architectures.init_head(model, opts.head_init)
+    identity = {
+        **{key: getattr(opts, key) for key in options_module.RESUME_KEYS},
+        "labels": labels,
+        "counts": data.index.counts(),
+        "crop": data.preprocessing.crop,
+        "world_size": world.size,
+    }
+    if world.is_main and not opts.resume:
+        (opts.checkpoint_dir / checkpoints.LAST).unlink(missing_ok=True)
+        (opts.checkpoint_dir / checkpoints.BEST).unlink(missing_ok=True)
+    ddp.barrier()
+    fit = _fit(opts, world, data, model, identity, callbacks, started)
+    if fit.best_state is not None:
+        model.load_state_dict(fit.best_state)
+    test = _test(opts, world, data, model, fit.autocast_dtype)
+    decisions = (
+        decision_fit.fit_decisions(opts, model, data.index, data.preprocessing, world.device, fit.autocast_dtype)
+        if world.is_main
+        else None
+    )
+    elapsed = time.perf_counter() - started
+    summary = _summary(opts, data.index, data.preprocessing, fit.history, fit, test, elapsed, world)
+    if world.is_main:
+        _write_outputs(opts, model, labels, data.preprocessing, summary, test, decisions)
+        if opts.report:
+            _write_report(opts.output_data_dir)
+    ddp.barrier()
+    return summary
 
+
+def _data(opts: argparse.Namespace, world: ddp.World) -> Data:
+    """The checked dataset index, preprocessing, datasets and loaders."""
+    index = _index(opts, world)
+    pre = _preprocessing(opts)
+    log.info("model %s, weights %s, preprocessing %s", opts.model, opts.weights, pre.to_dict())
     # RandomResizedCrop may take 8% of the area: decode JPEGs large enough that even that crop is not upscaled.
     train_draft = max(pre.resize, math.ceil(pre.crop / math.sqrt(0.08)))
     train_set = imagefolder.ImageFolderDataset(
         index.splits["train"], imaging.train_transform(pre, augment=opts.augment), (train_draft, train_draft)
     )
-    eval_tf = imaging.eval_transform(pre)
-    valid_set = imagefolder.ImageFolderDataset(index.splits["valid"], eval_tf, pre.draft_size())
+    valid_set = imagefolder.ImageFolderDataset(index.splits["valid"], imaging.eval_transform(pre), pre.draft_size())
     train_sampler = ddp.EpochShuffleSampler(len(train_set), world, opts.seed, opts.batch_size)
     train_loader = _loader(train_set, opts, world, train_sampler)
     valid_loader = _loader(valid_set, opts, world, ddp.ShardSampler(len(valid_set), world))
@@ -92,48 +137,30 @@ def run(opts: argparse.Namespace, world: ddp.World, callbacks: Sequence[Any] = (
         raise imagefolder.DatasetError(
             [f"the train split has {len(train_set)} images: fewer than one per process ({world.size})"]
         )
+    return Data(index, pre, train_set, valid_set, train_loader, valid_loader, steps)
 
-    plan = trainer_module.Plan(
-        epochs=opts.epochs,
-        steps_per_epoch=steps,
-        optimizer=opts.optimizer,
-        lr=opts.lr,
-        backbone_lr_ratio=opts.backbone_lr_ratio,
-        unfreeze_epoch=opts.unfreeze_epoch,
-        momentum=opts.momentum,
-        weight_decay=opts.weight_decay,
-        scheduler=opts.scheduler,
-        warmup_epochs=opts.warmup_epochs,
-        label_smoothing=opts.label_smoothing,
-        grad_clip=opts.grad_clip,
-        amp=opts.amp,
-        channels_last=opts.channels_last,
-        early_stopping_patience=opts.early_stopping_patience,
-        seed=opts.seed,
-        freeze_bn=opts.freeze_bn,
-    )
-    identity = {
-        **{key: getattr(opts, key) for key in options_module.RESUME_KEYS},
-        "labels": labels,
-        "counts": index.counts(),
-        "crop": pre.crop,
-        "world_size": world.size,
-    }
-    if world.is_main and not opts.resume:
-        (opts.checkpoint_dir / checkpoints.LAST).unlink(missing_ok=True)
-        (opts.checkpoint_dir / checkpoints.BEST).unlink(missing_ok=True)
-    ddp.barrier()
+
+def _fit(
+    opts: argparse.Namespace,
+    world: ddp.World,
+    data: Data,
+    model: torch.nn.Module,
+    identity: dict[str, Any],
+    callbacks: Sequence[Any],
+    started: float,
+) -> trainer_module.Trainer:
+    """Train with the watchers attached; a diverged run writes metrics.json (and the report) and raises."""
     board = (
         tensorboard_log.TensorBoardCallback(opts.tensorboard_dir) if world.is_main and opts.tensorboard_dir else None
     )
-    debugger, profiler, smdebug = _watchers(opts, world, labels, model)
+    debugger, profiler, smdebug = _watchers(opts, world, data.index.labels, model)
     watchers = [w for w in (debugger, profiler, smdebug) if w is not None]
     fit = trainer_module.Trainer(
         model=model,
-        train_loader=train_loader,
-        valid_loader=valid_loader,
-        num_classes=len(labels),
-        plan=plan,
+        train_loader=data.train_loader,
+        valid_loader=data.valid_loader,
+        num_classes=len(data.index.labels),
+        plan=trainer_module.Plan.from_options(opts, data.steps),
         world=world,
         checkpoint_dir=opts.checkpoint_dir,
         identity=identity,
@@ -147,11 +174,11 @@ def run(opts: argparse.Namespace, world: ddp.World, callbacks: Sequence[Any] = (
         debugger.attach(model, next_step=fit.global_step + 1)
     log.info(
         "training: %d train / %d valid images, %d classes, %d epochs × %d steps, batch %d × %d process(es), %s",
-        len(train_set),
-        len(valid_set),
-        len(labels),
+        len(data.train_set),
+        len(data.valid_set),
+        len(data.index.labels),
         opts.epochs,
-        steps,
+        data.steps,
         opts.batch_size,
         world.size,
         world.device,
@@ -159,12 +186,13 @@ def run(opts: argparse.Namespace, world: ddp.World, callbacks: Sequence[Any] = (
     if profiler is not None:
         profiler.start()
     try:
-        history = fit.fit()
+        fit.fit()
     except trainer_module.TrainingDiverged:  # never deployable: no model artifact, metrics.json says why
         _close_watchers(debugger, profiler, opts, world, report=False)
         try:
             if world.is_main:
-                summary = _summary(opts, index, pre, fit.history, fit, None, time.perf_counter() - started, world)
+                elapsed = time.perf_counter() - started
+                summary = _summary(opts, data.index, data.preprocessing, fit.history, fit, None, elapsed, world)
                 opts.output_data_dir.mkdir(parents=True, exist_ok=True)
                 text = json.dumps({**summary, "diverged": True}, indent=1) + "\n"
                 (opts.output_data_dir / "metrics.json").write_text(text, encoding="utf-8")
@@ -182,33 +210,28 @@ def run(opts: argparse.Namespace, world: ddp.World, callbacks: Sequence[Any] = (
     _close_watchers(debugger, profiler, opts, world, report=False)
     if fit.stop_reason:
         log.info(fit.stop_reason)
-    if fit.best_state is not None:
-        model.load_state_dict(fit.best_state)
+    return fit
 
-    test = None
-    if "test" in index.splits:
-        test_set = imagefolder.ImageFolderDataset(index.splits["test"], eval_tf, pre.draft_size())
-        test = evaluation.evaluate(
-            model,
-            _loader(test_set, opts, world, ddp.ShardSampler(len(test_set), world)),
-            len(labels),
-            world.device,
-            fit.autocast_dtype,
-            opts.channels_last,
-        )
-        if world.is_main:
-            log.info(trainer_module.metric_line({"test_loss": test.loss, "test_accuracy": test.accuracy}))
 
-    decisions = (
-        decision_fit.fit_decisions(opts, model, index, pre, world.device, fit.autocast_dtype) if world.is_main else None
+def _test(
+    opts: argparse.Namespace, world: ddp.World, data: Data, model: torch.nn.Module, autocast_dtype: Any
+) -> evaluation.Evaluation | None:
+    """The test split's loss and accuracy (None without a test split)."""
+    if "test" not in data.index.splits:
+        return None
+    pre = data.preprocessing
+    test_set = imagefolder.ImageFolderDataset(data.index.splits["test"], imaging.eval_transform(pre), pre.draft_size())
+    test = evaluation.evaluate(
+        model,
+        _loader(test_set, opts, world, ddp.ShardSampler(len(test_set), world)),
+        len(data.index.labels),
+        world.device,
+        autocast_dtype,
+        opts.channels_last,
     )
-    summary = _summary(opts, index, pre, history, fit, test, time.perf_counter() - started, world)
     if world.is_main:
-        _write_outputs(opts, model, labels, pre, summary, test, decisions)
-        if opts.report:
-            _write_report(opts.output_data_dir)
-    ddp.barrier()
-    return summary
+        log.info(trainer_module.metric_line({"test_loss": test.loss, "test_accuracy": test.accuracy}))
+    return test
 
 
 def _index(opts: argparse.Namespace, world: ddp.World) -> imagefolder.DatasetIndex:

@@ -19,7 +19,7 @@ import random
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -83,6 +83,12 @@ class Plan:
     early_stopping_patience: int
     seed: int
     freeze_bn: bool = False
+
+    @classmethod
+    def from_options(cls, options: Any, steps_per_epoch: int) -> Plan:
+        """The plan train.py's options give (each field from the option of its name), for this many steps."""
+        named = {f.name: getattr(options, f.name) for f in fields(cls) if f.name != "steps_per_epoch"}
+        return cls(steps_per_epoch=steps_per_epoch, **named)
 
     @property
     def total_steps(self) -> int:

@@ -45,6 +45,7 @@ from breedfilter.twin.local_aws import (
     scan_items,
 )
 from breedfilter.twin.predictor import Predictor
+from breedfilter.twin.reconciler import schedule_interval_seconds, twin_reconciler
 from breedfilter.twin.sqs_poller import PollReport, SqsEventSource, twin_time_scale
 
 log = logging.getLogger("breedfilter.twin.local_twin")
@@ -102,7 +103,7 @@ class LocalTwin:
         self.source: SqsEventSource | None = None
         self.environment: dict[str, str] = {}
         self._saved_environ: dict[str, str] | None = None
-        self._saved_log_level: tuple[logging.Logger, int] | None = None
+        self._saved_log_levels: tuple[str, dict[str, int]] | None = None
         self._cold_start: units.ColdStart | None = None
         self._started: list[Any] = []
         self._stop_polling = threading.Event()
@@ -144,12 +145,12 @@ class LocalTwin:
         # a twin is a new deployment of the router: its code imported afresh from this environment (no warm
         # router from an earlier twin pointing at its ports), and the process's own imports put back on close
         self._cold_start = units.ColdStart(units.ROUTER_DIR, "app.lambda_handler")
+        service = self.environment.get("POWERTOOLS_SERVICE_NAME", "service_undefined")
+        self._saved_log_levels = _logger_levels(service)  # the modules' Loggers set their levels as they import
         handler = self._cold_start.load()
         # the function's log level, as Lambda's logging controls set it: on the service's logger, which a
         # Powertools Logger configured earlier in this process shares by name
-        service_logger = logging.getLogger(self.environment.get("POWERTOOLS_SERVICE_NAME", "service_undefined"))
-        self._saved_log_level = (service_logger, service_logger.level)
-        service_logger.setLevel(self.environment.get("POWERTOOLS_LOG_LEVEL", "INFO"))
+        logging.getLogger(service).setLevel(self.environment.get("POWERTOOLS_LOG_LEVEL", "INFO"))
         self.source = SqsEventSource(
             self.aws.client("sqs"),
             self.stack.queue_url,
@@ -168,10 +169,11 @@ class LocalTwin:
         if self._cold_start is not None:
             self._cold_start.close()
             self._cold_start = None
-        if self._saved_log_level is not None:
-            service_logger, level = self._saved_log_level
-            service_logger.setLevel(level)
-            self._saved_log_level = None
+        if self._saved_log_levels is not None:  # the process's loggers as they were; new ones inherit again
+            service, levels = self._saved_log_levels
+            for name in _logger_levels(service)[1]:
+                logging.getLogger(name).setLevel(levels.get(name, logging.NOTSET))
+            self._saved_log_levels = None
         if self._saved_environ is not None:
             os.environ.clear()
             os.environ.update(self._saved_environ)
@@ -223,8 +225,6 @@ class LocalTwin:
 
     def _poll_loop(self, wait_seconds: int, reconcile: bool) -> None:
         assert self.source is not None
-        from breedfilter.reconcile_cli import schedule_interval_seconds
-
         # the reconciler's schedule (template.yaml's rate), on the twin's scaled clock like the queue's
         period = max(1.0, schedule_interval_seconds(self.template) * self.time_scale)
         next_reconcile = time.monotonic() + period
@@ -294,8 +294,6 @@ class LocalTwin:
 
         ``grace_minutes`` defaults to the template's, scaled like the queue's clock (``time_scale``)."""
         assert self.stack is not None, "use LocalTwin as a context manager"
-        from breedfilter.reconcile_cli import twin_reconciler
-
         runner = twin_reconciler(self.stack, self.aws.client, self.template)
         scaled = runner.settings.grace_minutes * self.time_scale if grace_minutes is None else grace_minutes
         runner.settings = dataclasses.replace(runner.settings, grace_minutes=scaled)
@@ -312,3 +310,9 @@ class LocalTwin:
             "SORTED_BUCKET": self.names.sorted_bucket,
             "ENDPOINT_NAME": self.names.endpoint_name,
         }
+
+
+def _logger_levels(service: str) -> tuple[str, dict[str, int]]:
+    """The levels of a Powertools service's logger and its children (``service.module``)."""
+    names = [name for name in logging.root.manager.loggerDict if name == service or name.startswith(f"{service}.")]
+    return service, {name: logging.getLogger(name).level for name in [service, *names]}

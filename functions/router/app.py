@@ -10,13 +10,10 @@ batch in which every record failed is answered the same way (every message id li
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
-from aws_lambda_powertools.metrics.functions import is_metrics_disabled
+from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
@@ -31,12 +28,13 @@ from routing.events import (
     parse_s3_records,
     parse_sqs_body,
 )
+from routing.outcome_metrics import count_failure, metrics, record_outcome
 from routing.pipeline import BucketMissing, DestinationTaken, Router, RouteResult
 from routing.settings import Settings
+from routing.time_budget import TimeBudget
 
 logger = Logger()
 tracer = Tracer()
-metrics = Metrics()
 # A batch whose every record failed is answered like any other, with every message id in batchItemFailures:
 # raising instead (Powertools' default) would be a function error, and SQS would retry the whole batch.
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
@@ -59,74 +57,18 @@ def route_source(router: Router, source: SourceObject) -> RouteResult:
         raise
     except BucketMissing as exc:
         logger.error(f"{exc}; the record fails and its message will reach the dead-letter queue", bucket=exc.bucket)
-        metrics.add_metric(name="BucketMissing", unit=MetricUnit.Count, value=1)
+        count_failure("BucketMissing")
         raise
     except DestinationTaken as exc:
         logger.error("no sorted name is free for this revision; the message will reach the DLQ", error=str(exc))
         raise
     except EndpointUnavailable as exc:
         logger.warning("endpoint unavailable; the message returns to the queue", error=str(exc))
-        metrics.add_metric(name="EndpointUnavailable", unit=MetricUnit.Count, value=1)
+        count_failure("EndpointUnavailable")
         raise
     finally:
         logger.remove_keys(["source"])
     return result
-
-
-def record_outcome(result: RouteResult) -> None:
-    item = result.item
-    if result.outcome != "routed" or item is None:
-        logger.info("nothing to route", outcome=result.outcome)
-        metrics.add_metric(name=f"Skipped_{result.outcome}", unit=MetricUnit.Count, value=1)
-        return
-    logger.info(
-        "routed",
-        status=item["status"],
-        label=item.get("label") or item.get("top_label"),
-        reason=item.get("reason"),
-        destination=f"s3://{item['destination_bucket']}/{item['destination_key']}",
-    )
-    if not is_metrics_disabled():  # single_metric prints even when POWERTOOLS_METRICS_DISABLED is set
-        # "label" is the label (SORTED), the top guess (REVIEW below the threshold), or the reason (REVIEW of an
-        # image of none of the labels, whose top guess means little; REJECTED).
-        category = item.get("label") or _review_guess(item) or item.get("reason") or "none"
-        with single_metric(
-            name="ImagesRouted", unit=MetricUnit.Count, value=1, default_dimensions=metrics.default_dimensions
-        ) as metric:
-            metric.add_dimension(name="status", value=item["status"])
-            metric.add_dimension(name="label", value=str(category))
-    if "endpoint_latency_ms" in item:
-        metrics.add_metric(
-            name="EndpointLatency", unit=MetricUnit.Milliseconds, value=float(item["endpoint_latency_ms"])
-        )
-
-
-def _review_guess(item: dict[str, Any]) -> str | None:
-    """The top guess of an image under review, unless the model said the image is of none of its labels."""
-    return None if item.get("known") is False else item.get("top_label")
-
-
-class OutOfTime(RuntimeError):
-    """Too little of the invocation is left to route another image safely: the record returns to the queue."""
-
-
-@dataclass
-class TimeBudget:
-    """Fail a record fast, rather than let Lambda time out the whole batch, when a hung endpoint could not
-    finish it in time. The first record of a batch always runs, so a tight configuration still progresses."""
-
-    settings: Settings
-    context: LambdaContext
-    admitted: int = 0
-
-    def admit(self) -> None:
-        self.admitted += 1
-        if self.admitted == 1:
-            return
-        left = self.context.get_remaining_time_in_millis() / 1000.0
-        needed = self.settings.worst_case_seconds_per_image()
-        if left < needed:
-            raise OutOfTime(f"{left:.1f}s left in this invocation, {needed:.1f}s needed in the worst case")
 
 
 def handle_sqs_record(record: SQSRecord, budget: TimeBudget) -> list[str]:

@@ -23,6 +23,7 @@ from routing.decision import (
     THRESHOLD_FROM_MODEL,
     THRESHOLD_FROM_SETTING,
     UNKNOWN_LABEL,
+    Decision,
     applied_threshold,
     destination_key,
     from_prediction,
@@ -50,8 +51,13 @@ def prediction(*ranked: tuple[str, float], latency_ms: float = 41.27, **open_set
     )
 
 
-def decide(pred: Prediction, *, threshold: float | None = 0.6, top_k: int = 3, size: int = 48213) -> dict[str, Any]:
+def decided(pred: Prediction, *, threshold: float | None = 0.6, top_k: int = 3, size: int = 48213) -> Decision:
     return from_prediction(pred, threshold=threshold, top_k=top_k, size=size, sniffed=JPEG)
+
+
+def decide(pred: Prediction, *, threshold: float | None = 0.6, top_k: int = 3, size: int = 48213) -> dict[str, Any]:
+    """The decision's fields that are set, as the results item holds them."""
+    return decided(pred, threshold=threshold, top_k=top_k, size=size).fields()
 
 
 # -- from_prediction ---------------------------------------------------------------------------------------
@@ -341,22 +347,22 @@ def test_long_keys_keep_their_hash_and_add_the_revision(key: str) -> None:
 def test_reject_fields() -> None:
     heic = Sniffed("heic", "image/heic", False)
     r = reject(decision.UNSUPPORTED_FORMAT, "heic images are not supported", size=812_345, sniffed=heic)
-    assert r["status"] == REJECTED
-    assert r["reason"] == "unsupported_format"
-    assert r["detail"] == "heic images are not supported"
-    assert r["prefix"] == REJECTED_PREFIX == "rejected"
-    assert r["size_bytes"] == 812_345
-    assert r["format"] == "heic"
-    assert ISO_MILLIS_Z.match(r["decided_at"])
-    assert "label" not in r
-    assert "confidence" not in r
+    assert r.status == REJECTED
+    assert r.reason == "unsupported_format"
+    assert r.detail == "heic images are not supported"
+    assert r.prefix == REJECTED_PREFIX == "rejected"
+    assert r.size_bytes == 812_345
+    assert r.format == "heic"
+    assert ISO_MILLIS_Z.match(r.decided_at)
+    assert r.label is None
+    assert r.confidence is None
 
 
 def test_reject_without_sniffed_has_no_format() -> None:
     r = reject(decision.EMPTY, "the object is empty (0 bytes)", size=0)
-    assert r["status"] == REJECTED
-    assert r["format"] is None
-    assert r["size_bytes"] == 0
+    assert r.status == REJECTED
+    assert r.format is None
+    assert r.size_bytes == 0
 
 
 def test_reason_codes_are_stable_and_distinct() -> None:
@@ -389,7 +395,7 @@ def metadata_bytes(meta: dict[str, str]) -> int:
 
 def test_metadata_for_a_sorted_image() -> None:
     source = SourceObject("inbox", "dogs/beagle.jpg", version_id="3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrH")
-    meta = object_metadata(source, decide(prediction(("Beagle", 0.91))))
+    meta = object_metadata(source, decided(prediction(("Beagle", 0.91))))
     assert meta["breedfilter-status"] == "SORTED"
     assert meta["breedfilter-label"] == "Beagle"
     assert meta["breedfilter-confidence"] == "0.91"
@@ -398,14 +404,14 @@ def test_metadata_for_a_sorted_image() -> None:
     assert meta["breedfilter-source-bucket"] == "inbox"
     assert unquote(meta["breedfilter-source-key"]) == "dogs/beagle.jpg"
     assert "breedfilter-source-version-id" not in meta  # given only with the version copied
-    copied = object_metadata(source, decide(prediction(("Beagle", 0.91))), version_id="3HL4kqtJlcpXroDTDmJ")
+    copied = object_metadata(source, decided(prediction(("Beagle", 0.91))), version_id="3HL4kqtJlcpXroDTDmJ")
     assert copied["breedfilter-source-version-id"] == "3HL4kqtJlcpXroDTDmJ"
     assert "breedfilter-reason" not in meta  # empty values are left out
 
 
 def test_metadata_for_review_carries_top_label_and_reason() -> None:
     source = SourceObject("inbox", "uploads/labrador.png", etag="45c48cce2e2d7fbdea1afc51c7c6ad26")
-    meta = object_metadata(source, decide(prediction(("Labrador Retriever", 0.4)), threshold=0.6))
+    meta = object_metadata(source, decided(prediction(("Labrador Retriever", 0.4)), threshold=0.6))
     assert meta["breedfilter-status"] == "REVIEW"
     assert unquote(meta["breedfilter-label"]) == "Labrador Retriever"
     assert meta["breedfilter-reason"] == "below_threshold"
@@ -415,7 +421,7 @@ def test_metadata_for_review_carries_top_label_and_reason() -> None:
 def test_metadata_carries_known_unknown_score_and_the_applied_threshold() -> None:
     source = SourceObject("inbox", "uploads/cat.jpg", version_id="v1")
     pred = prediction(("Beagle", 0.88), known=False, unknown_score=0.91, threshold=0.7)
-    meta = object_metadata(source, decide(pred, threshold=None))
+    meta = object_metadata(source, decided(pred, threshold=None))
     assert meta["breedfilter-status"] == "REVIEW"
     assert meta["breedfilter-reason"] == "unknown_label"
     assert unquote(meta["breedfilter-label"]) == "Beagle"  # the top guess, as for any review
@@ -423,7 +429,7 @@ def test_metadata_carries_known_unknown_score_and_the_applied_threshold() -> Non
     assert meta["breedfilter-unknown-score"] == "0.91"
     assert meta["breedfilter-threshold"] == "0.7"
     assert meta["breedfilter-threshold-source"] == "model"
-    sorted_meta = object_metadata(source, decide(prediction(("Beagle", 0.9)), threshold=None))
+    sorted_meta = object_metadata(source, decided(prediction(("Beagle", 0.9)), threshold=None))
     assert sorted_meta["breedfilter-known"] == "true" and sorted_meta["breedfilter-threshold-source"] == "default"
     assert "breedfilter-unknown-score" not in sorted_meta
     rejected = object_metadata(source, reject(decision.EMPTY, "empty", size=0))
@@ -441,7 +447,7 @@ def test_metadata_carries_known_unknown_score_and_the_applied_threshold() -> Non
 )
 def test_metadata_is_ascii_header_safe_and_reversible(key: str) -> None:
     source = SourceObject("inbox", key, version_id="v1")
-    meta = object_metadata(source, decide(prediction(("Pudelpointer-Müller", 0.9))))
+    meta = object_metadata(source, decided(prediction(("Pudelpointer-Müller", 0.9))))
     for name, value in meta.items():
         assert name.isascii() and value.isascii()
         assert not any(ord(c) < 32 or ord(c) == 127 for c in value), (name, value)
@@ -455,7 +461,7 @@ def test_metadata_stays_under_two_kilobytes_for_a_1000_character_key(char: str) 
 
     key = "uploads/" + char * 1000
     source = SourceObject("inbox", key, version_id="v" * 32)
-    meta = object_metadata(source, decide(prediction(("Beagle", 0.3))))
+    meta = object_metadata(source, decided(prediction(("Beagle", 0.3))))
     assert metadata_bytes(meta) <= MAX_METADATA_BYTES
     assert MAX_METADATA_BYTES <= 2000
     assert all(value.isascii() for value in meta.values())
@@ -474,6 +480,6 @@ def test_metadata_source_key_round_trips_when_it_fits() -> None:
     from urllib.parse import unquote
 
     key = "uploads/my dog Ünïcødé 狗 🐶.jpg"
-    meta = object_metadata(SourceObject("inbox", key, etag="e"), decide(prediction(("Beagle", 0.9))))
+    meta = object_metadata(SourceObject("inbox", key, etag="e"), decided(prediction(("Beagle", 0.9))))
     assert meta["breedfilter-source-key"].isascii()
     assert unquote(meta["breedfilter-source-key"]) == key

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -264,7 +265,7 @@ def test_event_file_names_exactly_the_expected_objects(name: str) -> None:
             revision = f"v:{e.version_id}" if e.version_id else f"e:{e.etag}"
             assert source.revision == revision
             assert source.source_id == f"s3://{BUCKET}/{e.key}#{revision}"
-            assert source.idempotency_data() == {"bucket": BUCKET, "key": e.key, "revision": revision}
+            assert asdict(source.idempotency_data()) == {"bucket": BUCKET, "key": e.key, "revision": revision}
             assert '"' not in (source.etag or "")
 
 

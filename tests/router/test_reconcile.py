@@ -15,6 +15,7 @@ import pytest
 
 from breedfilter import reconcile_cli
 from breedfilter.template import StackTemplate
+from breedfilter.twin import reconciler as twin_reconciler
 from breedfilter.twin.lambda_runtime import LambdaContext, load_handler
 from breedfilter.units import REPO_ROOT
 from routing.events import parse_sqs_body
@@ -372,7 +373,7 @@ def test_reconciler_runs_every_five_minutes_on_eventbridge_scheduler(template):
     assert event["Type"] == "ScheduleV2"
     assert event["Properties"]["ScheduleExpression"] == "rate(5 minutes)"
     assert event["Properties"]["State"] == {"Ref": "ReconcileScheduleState"}
-    assert reconcile_cli.schedule_interval_seconds(template) == 300.0
+    assert twin_reconciler.schedule_interval_seconds(template) == 300.0
 
 
 def test_reconciler_policies_are_least_privilege(template):
@@ -453,7 +454,7 @@ def test_cli_without_a_stack_or_a_twin_says_what_to_do(monkeypatch, tmp_path, ca
 
 
 def test_the_twin_can_run_the_reconciler_on_its_schedule(harness):
-    runner = reconcile_cli.twin_reconciler(harness.stack, harness.aws.client)
+    runner = twin_reconciler.twin_reconciler(harness.stack, harness.aws.client)
     assert runner.settings.inbox_queue_url == harness.stack.queue_url
     assert runner.settings.grace_minutes == 15  # template.yaml's default
     harness.put("twin.jpg", image_bytes("green"))

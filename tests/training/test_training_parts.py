@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import urllib.error
@@ -283,3 +284,11 @@ def test_metric_lines_match_sagemaker_metric_definitions():
     assert line == "epoch=3; valid_accuracy=0.8710; lr=0.000123;"
     assert float(re.search(r"valid_accuracy=([0-9\.]+);", line).group(1)) == 0.871
     assert math.isclose(float(re.search(r"lr=([0-9\.e\-]+);", line).group(1)), 0.000123)
+
+
+def test_the_plan_is_read_from_the_options_of_its_names_and_every_field_guards_a_resume():
+    opts = options.parse_options(["--data", "x", "--lr", "0.123", "--epochs", "7", "--freeze-bn", "on"], env={})
+    plan = trainer.Plan.from_options(opts, steps_per_epoch=5)
+    assert (plan.lr, plan.epochs, plan.freeze_bn, plan.steps_per_epoch) == (0.123, 7, True, 5)
+    planned = {f.name for f in dataclasses.fields(trainer.Plan)} - {"steps_per_epoch"}
+    assert planned <= set(options.RESUME_KEYS)  # a checkpoint never resumes under another plan

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,6 +51,49 @@ THRESHOLD_WORDING = {
 }
 
 
+@dataclass(frozen=True)
+class Decision:
+    """Where one image goes and why. Every decision has status, prefix, size and time; a model's answer adds the
+    top guess, top-k, known/unknown_score, the threshold applied and the model; REJECTED and REVIEW add a reason
+    code and a detail. The results item and the sorted copy's metadata are made from it; the idempotency store
+    keeps it (Powertools' DataclassSerializer), so every field is JSON."""
+
+    status: str
+    prefix: str
+    size_bytes: int
+    decided_at: str
+    format: str | None = None
+    label: str | None = None  # SORTED only: the by-label index lists it
+    reason: str | None = None
+    detail: str | None = None
+    top_label: str | None = None
+    confidence: float | None = None
+    top_k: list[dict[str, Any]] | None = None
+    known: bool | None = None
+    unknown_score: float | None = None
+    threshold: float | None = None
+    threshold_source: str | None = None
+    model_name: str | None = None
+    model_version: str | None = None
+    endpoint_latency_ms: float | None = None
+
+    @property
+    def shown_label(self) -> str | None:
+        """The label (SORTED), or the top guess (REVIEW, REJECTED by the model has none): what logs show."""
+        return self.label or self.top_label
+
+    @property
+    def category(self) -> str:
+        """The metric's ``label`` dimension: the label (SORTED), the top guess (REVIEW below the threshold), or
+        the reason (REVIEW of an image of none of the labels, whose top guess means little; REJECTED)."""
+        guess = None if self.known is False else self.top_label
+        return self.label or guess or self.reason or "none"
+
+    def fields(self) -> dict[str, Any]:
+        """The fields that are set, as a dict (the results item's decision part)."""
+        return {name: value for name, value in asdict(self).items() if value is not None}
+
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -62,16 +106,16 @@ def label_prefix(label: str) -> str:
     return segment
 
 
-def reject(reason: str, detail: str, *, size: int, sniffed: Sniffed | None = None) -> dict[str, Any]:
-    return {
-        "status": REJECTED,
-        "reason": reason,
-        "detail": detail,
-        "prefix": REJECTED_PREFIX,
-        "size_bytes": size,
-        "format": sniffed.format if sniffed else None,
-        "decided_at": now_iso(),
-    }
+def reject(reason: str, detail: str, *, size: int, sniffed: Sniffed | None = None) -> Decision:
+    return Decision(
+        status=REJECTED,
+        reason=reason,
+        detail=detail,
+        prefix=REJECTED_PREFIX,
+        size_bytes=size,
+        format=sniffed.format if sniffed else None,
+        decided_at=now_iso(),
+    )
 
 
 def applied_threshold(prediction: Prediction, setting: float | None) -> tuple[float, str]:
@@ -86,7 +130,7 @@ def applied_threshold(prediction: Prediction, setting: float | None) -> tuple[fl
 
 def from_prediction(
     prediction: Prediction, *, threshold: float | None, top_k: int, size: int, sniffed: Sniffed
-) -> dict[str, Any]:
+) -> Decision:
     """SORTED only for a known image whose top probability reaches the threshold; REVIEW otherwise.
 
     ``threshold`` is the setting: a number overrides the model's own, None applies it (see applied_threshold).
@@ -94,37 +138,34 @@ def from_prediction(
     top = prediction.predictions[0]
     applied, source = applied_threshold(prediction, threshold)
     confident = prediction.known and top["probability"] >= applied
-    decision: dict[str, Any] = {
-        "status": SORTED if confident else REVIEW,
-        "top_label": top["label"],
-        "confidence": round(top["probability"], 6),
-        "top_k": [{**p, "probability": round(p["probability"], 6)} for p in prediction.predictions[:top_k]],
-        "prefix": label_prefix(top["label"]) if confident else REVIEW_PREFIX,
-        "known": prediction.known,
-        "threshold": round(applied, 6),
-        "threshold_source": source,
-        "model_name": prediction.model["name"],
-        "model_version": prediction.model["version"],
-        "endpoint_latency_ms": round(prediction.latency_ms, 1),
-        "size_bytes": size,
-        "format": sniffed.format,
-        "decided_at": now_iso(),
-    }
-    if prediction.unknown_score is not None:
-        decision["unknown_score"] = round(prediction.unknown_score, 6)
     if confident:
-        decision["label"] = top["label"]
-        if source == THRESHOLD_DEFAULT:
-            decision["detail"] = f"threshold {applied:.6g}: {THRESHOLD_WORDING[source]}"
+        reason = None
+        detail = f"threshold {applied:.6g}: {THRESHOLD_WORDING[source]}" if source == THRESHOLD_DEFAULT else None
     elif not prediction.known:
-        decision["reason"] = UNKNOWN_LABEL
-        decision["detail"] = unknown_detail(prediction)
+        reason, detail = UNKNOWN_LABEL, unknown_detail(prediction)
     else:
-        decision["reason"] = BELOW_THRESHOLD
-        decision["detail"] = (
-            f"top probability {top['probability']:.6g} < threshold {applied:.6g} ({THRESHOLD_WORDING[source]})"
-        )
-    return decision
+        reason = BELOW_THRESHOLD
+        detail = f"top probability {top['probability']:.6g} < threshold {applied:.6g} ({THRESHOLD_WORDING[source]})"
+    return Decision(
+        status=SORTED if confident else REVIEW,
+        prefix=label_prefix(top["label"]) if confident else REVIEW_PREFIX,
+        size_bytes=size,
+        decided_at=now_iso(),
+        format=sniffed.format,
+        label=top["label"] if confident else None,
+        reason=reason,
+        detail=detail,
+        top_label=top["label"],
+        confidence=round(top["probability"], 6),
+        top_k=[{**p, "probability": round(p["probability"], 6)} for p in prediction.predictions[:top_k]],
+        known=prediction.known,
+        unknown_score=None if prediction.unknown_score is None else round(prediction.unknown_score, 6),
+        threshold=round(applied, 6),
+        threshold_source=source,
+        model_name=prediction.model["name"],
+        model_version=prediction.model["version"],
+        endpoint_latency_ms=round(prediction.latency_ms, 1),
+    )
 
 
 def unknown_detail(prediction: Prediction) -> str:
@@ -165,4 +206,5 @@ if __name__ == "__main__":
     example = Prediction(
         [{"label": "Beagle", "index": 3, "probability": 0.91}], {"name": "m", "version": "1"}, 42.0, threshold=0.7
     )
-    print(json.dumps(from_prediction(example, threshold=None, top_k=3, size=1234, sniffed=Sniffed("jpeg", "", True))))
+    decided = from_prediction(example, threshold=None, top_k=3, size=1234, sniffed=Sniffed("jpeg", "", True))
+    print(json.dumps(decided.fields()))

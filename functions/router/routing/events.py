@@ -21,6 +21,16 @@ class PoisonMessage(ValueError):
 
 
 @dataclass(frozen=True)
+class SourceRevision:
+    """One revision of one inbox object: what the router's idempotency key is made of (Powertools hashes its
+    fields, so duplicate notifications of a revision share one decision)."""
+
+    bucket: str
+    key: str
+    revision: str
+
+
+@dataclass(frozen=True)
 class SourceObject:
     """One object in the inbox, as named by an S3 event.
 
@@ -47,8 +57,8 @@ class SourceObject:
     def source_id(self) -> str:
         return f"s3://{self.bucket}/{self.key}#{self.revision}"
 
-    def idempotency_data(self) -> dict[str, str]:
-        return {"bucket": self.bucket, "key": self.key, "revision": self.revision}
+    def idempotency_data(self) -> SourceRevision:
+        return SourceRevision(self.bucket, self.key, self.revision)
 
 
 def strip_etag(etag: str | None) -> str | None:

@@ -39,7 +39,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -50,12 +50,14 @@ from aws_lambda_powertools.utilities.idempotency import (
     IdempotencyConfig,
     idempotent_function,
 )
+from aws_lambda_powertools.utilities.idempotency.serialization.dataclass import DataclassSerializer
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from routing import decision as decisions
+from routing.decision import Decision
 from routing.endpoint import EndpointClient, EndpointRejected, make_client
-from routing.events import SourceObject, is_folder_marker, strip_etag
+from routing.events import SourceObject, SourceRevision, is_folder_marker, strip_etag
 from routing.results import ResultsTable, build_item
 from routing.settings import Settings
 from routing.sniff import SNIFF_BYTES, sniff
@@ -99,7 +101,8 @@ class Located:
 @dataclass(frozen=True)
 class RouteResult:
     outcome: str  # routed | duplicate | gone | superseded | folder
-    item: dict[str, Any] | None = None
+    item: dict[str, Any] | None = None  # the results item (routed, duplicate)
+    decision: Decision | None = None  # this invocation's decision (routed)
 
 
 class Router:
@@ -124,6 +127,7 @@ class Router:
             data_keyword_argument="source",
             persistence_store=persistence or DynamoDBPersistenceLayer(table_name=settings.idempotency_table),
             config=self.idempotency_config,
+            output_serializer=DataclassSerializer(Decision),  # stored as JSON, handed back as a Decision
         )(self.decide)
 
     # -- the whole route ------------------------------------------------------------------------------
@@ -147,7 +151,7 @@ class Router:
             logger.warning("object is gone from the inbox and was never routed", source=source.source_id)
             return RouteResult("gone")
         try:
-            decision = self._decide_once(source=source.idempotency_data(), located=asdict(located))
+            decision = self._decide_once(source=source.idempotency_data(), located=located)
             destination = self.place(source, located, decision)
         except Superseded:
             logger.info("inbox key now holds a newer object; its own event routes it", source=source.source_id)
@@ -162,7 +166,7 @@ class Router:
         if not self.results.put_once(item):
             item = self.results.get(source.source_id) or item
         self.delete_inbox(source, located.version_id)
-        return RouteResult("routed", item)
+        return RouteResult("routed", item, decision)
 
     # -- the steps -------------------------------------------------------------------------------------
     def locate(self, source: SourceObject) -> Located | None:
@@ -188,9 +192,9 @@ class Router:
                 return _located(older, version_id)
         return None  # no version holds these bytes any more: routed by a duplicate meanwhile, or deleted
 
-    def decide(self, source: dict[str, str], located: dict[str, Any]) -> dict[str, Any]:
+    def decide(self, source: SourceRevision, located: Located) -> Decision:
         """Sniff, check size, ask the endpoint, and decide. Wrapped by idempotency: runs once per source."""
-        where = Located(**located)
+        where = located
         settings = self.settings
         if where.size == 0:
             return decisions.reject(decisions.EMPTY, "the object is empty (0 bytes)", size=0)
@@ -200,7 +204,7 @@ class Router:
                 f"{where.size} bytes exceeds MAX_IMAGE_BYTES={settings.max_image_bytes}",
                 size=where.size,
             )
-        body = self.read(source["bucket"], source["key"], where)
+        body = self.read(source.bucket, source.key, where)
         sniffed = sniff(body[:SNIFF_BYTES])
         if sniffed is None:
             return decisions.reject(
@@ -241,18 +245,18 @@ class Router:
                 raise Superseded(f"s3://{bucket}/{key}") from exc
             raise
 
-    def place(self, source: SourceObject, where: Located, decision: dict[str, Any]) -> str:
+    def place(self, source: SourceObject, where: Located, decision: Decision) -> str:
         """Copy the revision into the sorted bucket and return the key it landed on: the readable name if this
         revision holds it or can claim it, else its own revision name (see the module docstring)."""
-        readable = decisions.destination_key(decision["prefix"], source.key)
-        own = decisions.destination_key(decision["prefix"], source.key, revision=source.revision)
+        readable = decisions.destination_key(decision.prefix, source.key)
+        own = decisions.destination_key(decision.prefix, source.key, revision=source.revision)
         for name in (readable, own):
             if self._claim(source, where, decision, name):
                 return name
             logger.info("sorted name holds another revision's copy", destination=name, source=source.source_id)
         raise DestinationTaken(f"{readable} and {own} both hold copies of other sources; {source.source_id} not copied")
 
-    def _claim(self, source: SourceObject, where: Located, decision: dict[str, Any], name: str) -> bool:
+    def _claim(self, source: SourceObject, where: Located, decision: Decision, name: str) -> bool:
         """True once ``name`` holds this revision's copy (written now, or by an attempt that crashed before
         recording it); False when it holds another source's copy."""
         for attempt in range(CLAIM_ATTEMPTS):
@@ -286,7 +290,7 @@ class Router:
         self,
         source: SourceObject,
         where: Located,
-        decision: dict[str, Any],
+        decision: Decision,
         destination: str,
         *,
         if_absent: bool = False,
@@ -418,34 +422,41 @@ def _mutable(version_id: str | None) -> bool:
     return version_id is None or version_id == "null"
 
 
-def object_metadata(source: SourceObject, decision: dict[str, Any], *, version_id: str | None = None) -> dict[str, str]:
+def object_metadata(source: SourceObject, decision: Decision, *, version_id: str | None = None) -> dict[str, str]:
     """The decision on the sorted copy, ASCII-safe (S3 metadata is sent as HTTP headers), within 2 KB. The
     source fields say whose copy it is (place() reads them back to recognise its own copy after a crash)."""
     meta = {
-        "breedfilter-status": decision["status"],
-        "breedfilter-label": decision.get("label") or decision.get("top_label") or "",
-        "breedfilter-confidence": str(decision.get("confidence", "")),
-        "breedfilter-reason": decision.get("reason", ""),
-        "breedfilter-known": _flag(decision.get("known")),
-        "breedfilter-unknown-score": str(decision.get("unknown_score", "")),
-        "breedfilter-threshold": str(decision.get("threshold", "")),
-        "breedfilter-threshold-source": decision.get("threshold_source", ""),
-        "breedfilter-model-version": decision.get("model_version", ""),
-        "breedfilter-source-bucket": source.bucket,
-        "breedfilter-source-revision": source.revision,
-        "breedfilter-source-version-id": version_id or "",
-        "breedfilter-source-key": source.key,
+        "breedfilter-status": decision.status,
+        "breedfilter-label": decision.shown_label or "",
+        "breedfilter-confidence": _text(decision.confidence),
+        "breedfilter-reason": decision.reason or "",
+        "breedfilter-known": _flag(decision.known),
+        "breedfilter-unknown-score": _text(decision.unknown_score),
+        "breedfilter-threshold": _text(decision.threshold),
+        "breedfilter-threshold-source": decision.threshold_source or "",
+        "breedfilter-model-version": decision.model_version or "",
     }
-    meta = {k: _header_safe(v) for k, v in meta.items() if v}
+    meta = {k: _header_safe(v) for k, v in meta.items() if v} | owner_metadata(source, version_id)
     if sum(len(k) + len(v) for k, v in meta.items()) > MAX_METADATA_BYTES:
         del meta["breedfilter-source-key"]  # a very long unicode key: the results item keeps it whole
     return meta
 
 
+def owner_metadata(source: SourceObject, version_id: str | None = None) -> dict[str, str]:
+    """The sorted copy's metadata that says whose copy it is (OWNER_FIELDS, and the version routed)."""
+    meta = {
+        "breedfilter-source-bucket": source.bucket,
+        "breedfilter-source-revision": source.revision,
+        "breedfilter-source-version-id": version_id or "",
+        "breedfilter-source-key": source.key,
+    }
+    return {k: _header_safe(v) for k, v in meta.items() if v}
+
+
 def _is_own_copy(found: dict[str, str], source: SourceObject) -> bool:
     """Whether a sorted copy's metadata names this source: its revision, and its bucket and key where the copy
     carries them (a very long key is left out of the metadata; copies from before the bucket was recorded)."""
-    expected = object_metadata(source, {"status": ""})
+    expected = owner_metadata(source)
     if found.get("breedfilter-source-revision") != expected["breedfilter-source-revision"]:
         return False
     return all(found[k] == expected[k] for k in OWNER_FIELDS if k in found and k in expected)
@@ -453,6 +464,11 @@ def _is_own_copy(found: dict[str, str], source: SourceObject) -> bool:
 
 def _header_safe(value: Any) -> str:
     return quote(str(value), safe=" /:.,()-_")
+
+
+def _text(value: float | None) -> str:
+    """A decision's number as metadata text, empty (left out) when the decision has none."""
+    return "" if value is None else str(value)
 
 
 def _flag(value: bool | None) -> str:

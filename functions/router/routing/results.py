@@ -18,7 +18,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from routing.decision import now_iso
+from routing.decision import Decision, now_iso
 from routing.events import SourceObject
 
 BY_LABEL_INDEX = "by-label"
@@ -27,7 +27,7 @@ BY_STATUS_INDEX = "by-status"
 
 def build_item(
     source: SourceObject,
-    decision: dict[str, Any],
+    decision: Decision,
     *,
     version_id: str | None,
     destination_bucket: str,
@@ -42,7 +42,7 @@ def build_item(
         "source_version_id": version_id or source.version_id,
         "source_etag": source.etag,
         "uploaded_at": source.event_time,
-        **{k: v for k, v in decision.items() if k != "prefix"},
+        **{k: v for k, v in decision.fields().items() if k != "prefix"},
         "destination_bucket": destination_bucket,
         "destination_key": destination_key,
         "recorded_at": recorded_at,
