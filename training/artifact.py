@@ -9,6 +9,7 @@ Layout (DESIGN.md, SageMaker PyTorch serving)::
     code/inference.py    model_fn / input_fn / predict_fn / output_fn
     code/imaging.py      decoding and preprocessing, shared with training's evaluation
     code/architectures.py
+    code/open_set.py, code/s3_pointer.py   the open-set decisions; photos read by S3 pointer
     code/requirements.txt
 
     python training/artifact.py out/train/model.tar.gz     # checks an artifact and prints its config
@@ -36,7 +37,7 @@ LABELS_FILE = "labels.json"
 CONFIG_FILE = "config.json"
 HERE = Path(__file__).resolve().parent
 OPEN_SET_FILE = "open_set.pt"
-CODE_FILES = ("inference.py", "imaging.py", "architectures.py", "open_set.py")
+CODE_FILES = ("inference.py", "imaging.py", "architectures.py", "open_set.py", "s3_pointer.py")
 CODE_REQUIREMENTS = HERE / "inference-requirements.txt"
 
 

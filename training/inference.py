@@ -50,6 +50,7 @@ from PIL import Image
 import architectures
 import imaging
 import open_set
+import s3_pointer
 
 LOG = logging.getLogger("breedfilter.inference")
 
@@ -395,7 +396,16 @@ def decode_request(
         except imaging.ImageInputError as exc:
             raise InferenceError.from_input(exc) from None
     if media_type == JSON_CONTENT_TYPE:
-        return _decode_batch(body, settings)
+        payload = _json_payload(body)
+        if s3_pointer.is_pointer(payload):  # a photo too large for a request body: the endpoint reads it
+            try:
+                data = s3_pointer.read(payload)
+                return imaging.decode_rgb(data, draft_size=settings.draft_size, max_pixels=settings.max_pixels)
+            except s3_pointer.PointerError as exc:
+                raise InferenceError(exc.status, exc.reason) from None
+            except imaging.ImageInputError as exc:
+                raise InferenceError.from_input(exc) from None
+        return _decode_batch(payload, settings)
     raise InferenceError(
         415, f"unsupported content type {content_type!r}; send one of {', '.join(sorted(CONTENT_TYPES))}"
     )
@@ -415,13 +425,16 @@ def _as_bytes(body: Any) -> bytes:
     raise InferenceError(400, f"expected the image as binary data, got {type(body).__name__}")
 
 
-def _decode_batch(body: Any, settings: DecodeSettings) -> list[Image.Image | imaging.ImageInputError]:
+def _json_payload(body: Any) -> Any:
     try:
-        payload = json.loads(body if isinstance(body, str) else _as_bytes(body))  # bytes: UTF-8/16/32 detected
+        return json.loads(body if isinstance(body, str) else _as_bytes(body))  # bytes: UTF-8/16/32 detected
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise InferenceError(400, f"request body is not valid JSON: {exc}") from None
     except RecursionError:
         raise InferenceError(400, "request body is JSON nested too deeply") from None
+
+
+def _decode_batch(payload: Any, settings: DecodeSettings) -> list[Image.Image | imaging.ImageInputError]:
     items = _batch_items(payload)
     if not items:
         raise InferenceError(400, "the batch has no images")

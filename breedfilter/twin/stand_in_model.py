@@ -25,7 +25,7 @@ from typing import Any
 from PIL import Image, ImageStat, UnidentifiedImageError
 
 from breedfilter import units
-from breedfilter.twin.predictor import BadInput
+from breedfilter.twin.predictor import BadInput, ModelFailure
 
 LABELS = ("red", "green", "blue")
 MODEL = {"name": "stand-in-colour", "version": "0"}
@@ -57,7 +57,10 @@ class ColourModel:
 
     def __call__(self, body: bytes, content_type: str) -> dict[str, Any]:
         accepted = units.training_module("imaging").IMAGE_CONTENT_TYPES  # the real model's (Pillow only, no torch)
-        if content_type.split(";")[0].strip().lower() not in accepted:
+        media_type = content_type.split(";")[0].strip().lower()
+        if media_type == "application/json":  # a photo by S3 pointer, read as the real model reads it
+            body = _read_pointer(body)
+        elif media_type not in accepted:
             raise BadInput(f"unsupported content type {content_type!r}; send one of {sorted(accepted)}", 415)
         try:
             with Image.open(io.BytesIO(body)) as image:
@@ -81,6 +84,22 @@ class ColourModel:
             if self.threshold is not None:
                 answer["threshold"] = self.threshold
         return answer
+
+
+def _read_pointer(body: bytes) -> bytes:
+    pointer = units.training_module("s3_pointer")
+    try:
+        payload = json.loads(body)
+    except ValueError as exc:
+        raise BadInput(f"request body is not valid JSON: {exc}") from None
+    if not pointer.is_pointer(payload):
+        raise BadInput('the stand-in takes one image, or {"s3_uri": ...}; no batches', 415)
+    try:
+        return pointer.read(payload)
+    except pointer.PointerError as exc:
+        if exc.status >= 500:
+            raise ModelFailure(exc.reason, exc.status) from None
+        raise BadInput(exc.reason, exc.status) from None
 
 
 if __name__ == "__main__":

@@ -144,8 +144,8 @@ def test_bad_input_is_rejected_with_its_reason(harness, key, body, reason, calls
     assert bool(harness.model.calls) == calls_endpoint
 
 
-def test_oversized_object_is_rejected_without_calling_the_endpoint(make_harness):
-    harness = make_harness(env={"MAX_IMAGE_BYTES": "2000"})
+def test_oversized_object_is_rejected_without_calling_the_endpoint_when_pointers_are_off(make_harness):
+    harness = make_harness(env={"MAX_IMAGE_BYTES": "2000", "MAX_POINTER_IMAGE_BYTES": "0"})
     big = image_bytes("red", "PNG", size=(400, 400), mode="RGB")
     big += b"\x00" * max(0, 2001 - len(big))
     harness.put("big.png", big)
@@ -155,6 +155,32 @@ def test_oversized_object_is_rejected_without_calling_the_endpoint(make_harness)
     assert "MAX_IMAGE_BYTES=2000" in item["detail"]
     assert harness.model.calls == []
     assert harness.keys(harness.sorted) == ["rejected/big.png"]
+
+
+def test_an_image_over_the_body_limit_is_classified_by_s3_pointer(make_harness):
+    harness = make_harness(env={"MAX_IMAGE_BYTES": "2000", "MAX_POINTER_IMAGE_BYTES": "500000"})
+    big = image_bytes("red", "PNG", size=(400, 400), mode="RGB")
+    big += b"\x00" * max(0, 2001 - len(big))  # trailing bytes after IEND: still a PNG
+    harness.put("phone photo.png", big)
+    harness.drain()
+    item = harness.item_for("phone photo.png")
+    assert item["status"] == "SORTED" and item["label"] == "red"
+    assert item["size_bytes"] == len(big) and item["format"] == "png"
+    assert harness.model.calls == ["application/json"]  # one pointer, never the body
+    assert harness.keys(harness.sorted) == ["red/phone photo.png"]
+    assert harness.keys(harness.inbox) == []
+
+
+def test_an_image_over_the_pointer_limit_is_rejected_without_calling_the_endpoint(make_harness):
+    harness = make_harness(env={"MAX_IMAGE_BYTES": "2000", "MAX_POINTER_IMAGE_BYTES": "3000"})
+    big = image_bytes("red", "PNG", size=(400, 400), mode="RGB")
+    big += b"\x00" * max(0, 3001 - len(big))
+    harness.put("huge.png", big)
+    harness.drain()
+    item = harness.item_for("huge.png")
+    assert item["status"] == "REJECTED" and item["reason"] == "too_large"
+    assert f"{len(big)} bytes exceeds MAX_POINTER_IMAGE_BYTES=3000" == item["detail"]
+    assert harness.model.calls == []
 
 
 @pytest.mark.parametrize(

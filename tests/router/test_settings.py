@@ -214,3 +214,17 @@ def test_from_env_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.delenv("ENDPOINT_NAME")
     with pytest.raises(ConfigError, match="ENDPOINT_NAME"):
         Settings.from_env()
+
+
+@pytest.mark.parametrize(
+    ("pointer", "accepted"),
+    [("0", True), ("4194304", True), ("52428800", True), ("1073741824", True), ("4194303", False), ("-1", False),
+     ("1073741825", False)],
+)  # fmt: skip
+def test_the_pointer_limit_is_off_or_between_the_body_limit_and_one_gib(pointer: str, accepted: bool) -> None:
+    values = env(MAX_IMAGE_BYTES="4194304", MAX_POINTER_IMAGE_BYTES=pointer)
+    if accepted:
+        assert Settings.from_env(values).max_pointer_image_bytes == int(pointer)
+    else:
+        with pytest.raises(ConfigError, match="MAX_POINTER_IMAGE_BYTES must be 0"):
+            Settings.from_env(values)

@@ -25,6 +25,7 @@ from PIL import Image
 import architectures
 import imaging
 import inference
+from artifact import CODE_FILES
 from inference import ArtifactError, InferenceError
 
 TRAINING = Path(__file__).resolve().parents[2] / "training"
@@ -72,7 +73,7 @@ def make_artifact(
     (root / "config.json").write_text(json.dumps(config))
     code = root / "code"
     code.mkdir(exist_ok=True)
-    for name in ("inference.py", "imaging.py", "architectures.py", "open_set.py"):
+    for name in CODE_FILES:
         shutil.copy(TRAINING / name, code / name)
     (code / "requirements.txt").write_text("timm==1.0.31\n")
     return root

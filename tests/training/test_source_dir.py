@@ -12,7 +12,7 @@ import sys
 from tests.image_datasets import make_dataset
 from tests.support import ROOT, quick_args
 
-SERVING_CODE = {"inference.py", "imaging.py", "architectures.py", "open_set.py", "requirements.txt"}
+SERVING_CODE = {"inference.py", "imaging.py", "architectures.py", "open_set.py", "s3_pointer.py", "requirements.txt"}
 
 
 def test_a_copy_of_the_source_dir_trains_reports_and_packs_only_the_serving_code(tmp_path):

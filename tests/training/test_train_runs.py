@@ -71,6 +71,7 @@ def test_run_writes_metrics_plots_and_a_sagemaker_layout_artifact(trained):
         "code/imaging.py",
         "code/architectures.py",
         "code/open_set.py",
+        "code/s3_pointer.py",
         "code/requirements.txt",
         "open_set.pt",
     }

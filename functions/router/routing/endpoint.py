@@ -24,6 +24,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from routing.settings import CONNECT_TIMEOUT_SECONDS
 
+POINTER_CONTENT_TYPE = "application/json"  # {"s3_uri": ..., "version_id" | "etag": ...}
+
 
 class EndpointRejected(Exception):
     """The model refused the input (a 4xx): bad input, a decision rather than a retry."""
@@ -67,6 +69,22 @@ class EndpointClient:
         self.endpoint_name = endpoint_name
 
     def classify(self, body: bytes, content_type: str) -> Prediction:
+        """The image in the request body (up to InvokeEndpoint's payload limit)."""
+        return self._invoke(body, content_type)
+
+    def classify_s3(
+        self, bucket: str, key: str, *, version_id: str | None = None, etag: str | None = None
+    ) -> Prediction:
+        """An image too large for a request body, by S3 pointer: the endpoint reads that exact revision itself
+        (its role may read the inbox; training/inference.py caps the size and the pixels as for a body)."""
+        pointer: dict[str, str] = {"s3_uri": f"s3://{bucket}/{key}"}
+        if version_id and version_id != "null":
+            pointer["version_id"] = version_id
+        elif etag:
+            pointer["etag"] = etag  # an unversioned inbox: the endpoint reads only these bytes (If-Match)
+        return self._invoke(json.dumps(pointer).encode(), POINTER_CONTENT_TYPE)
+
+    def _invoke(self, body: bytes, content_type: str) -> Prediction:
         started = time.perf_counter()
         try:
             response = self._client.invoke_endpoint(

@@ -198,13 +198,16 @@ class Router:
         settings = self.settings
         if where.size == 0:
             return decisions.reject(decisions.EMPTY, "the object is empty (0 bytes)", size=0)
-        if where.size > settings.max_image_bytes:
-            return decisions.reject(
-                decisions.TOO_LARGE,
-                f"{where.size} bytes exceeds MAX_IMAGE_BYTES={settings.max_image_bytes}",
-                size=where.size,
+        by_pointer = where.size > settings.max_image_bytes
+        if by_pointer and where.size > settings.max_pointer_image_bytes:
+            limit = (
+                f"MAX_POINTER_IMAGE_BYTES={settings.max_pointer_image_bytes}"
+                if settings.max_pointer_image_bytes
+                else f"MAX_IMAGE_BYTES={settings.max_image_bytes} (S3 pointers are off)"
             )
-        body = self.read(source.bucket, source.key, where)
+            return decisions.reject(decisions.TOO_LARGE, f"{where.size} bytes exceeds {limit}", size=where.size)
+        # a large image is sniffed from its first bytes and classified by S3 pointer: the endpoint reads it
+        body = self.read(source.bucket, source.key, where, first_bytes=SNIFF_BYTES if by_pointer else None)
         sniffed = sniff(body[:SNIFF_BYTES])
         if sniffed is None:
             return decisions.reject(
@@ -220,7 +223,12 @@ class Router:
                 sniffed=sniffed,
             )
         try:
-            prediction = self.endpoint.classify(body, sniffed.content_type)
+            if by_pointer:
+                prediction = self.endpoint.classify_s3(
+                    source.bucket, source.key, version_id=where.version_id, etag=where.etag
+                )
+            else:
+                prediction = self.endpoint.classify(body, sniffed.content_type)
         except EndpointRejected as exc:
             return decisions.reject(decisions.MODEL_REJECTED, exc.reason, size=where.size, sniffed=sniffed)
         return decisions.from_prediction(
@@ -231,8 +239,11 @@ class Router:
             sniffed=sniffed,
         )
 
-    def read(self, bucket: str, key: str, where: Located) -> bytes:
+    def read(self, bucket: str, key: str, where: Located, first_bytes: int | None = None) -> bytes:
+        """The revision's bytes (or only its first ``first_bytes``); Superseded when the key's bytes changed."""
         params: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if first_bytes is not None:
+            params["Range"] = f"bytes=0-{first_bytes - 1}"
         if where.version_id:
             params["VersionId"] = where.version_id
         if _mutable(where.version_id) and where.etag:

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 DEFAULT_MAX_IMAGE_BYTES = 4 * 1024 * 1024  # SageMaker serverless payloads cap at 4 MB, real-time at 6 MB
 INVOKE_ENDPOINT_MAX_BYTES = 6 * 1024 * 1024
+# Larger objects are sent by S3 pointer (the endpoint reads them itself) up to this size; 0 turns pointers off.
+DEFAULT_MAX_POINTER_IMAGE_BYTES = 50 * 1024 * 1024
+MAX_POINTER_IMAGE_BYTES_LIMIT = 1024 * 1024 * 1024
 MAX_TOP_K = 20
 CONNECT_TIMEOUT_SECONDS = 2.0
 MODEL_THRESHOLD = "model"  # CONFIDENCE_THRESHOLD=model: each answer's own threshold (the default)
@@ -34,6 +37,7 @@ REQUIRED_ENV = {
 OPTIONAL_ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "confidence_threshold": ("CONFIDENCE_THRESHOLD", parse_threshold),
     "max_image_bytes": ("MAX_IMAGE_BYTES", int),
+    "max_pointer_image_bytes": ("MAX_POINTER_IMAGE_BYTES", int),
     "top_k": ("TOP_K", int),
     "endpoint_timeout_seconds": ("ENDPOINT_TIMEOUT_SECONDS", float),
     "endpoint_max_attempts": ("ENDPOINT_MAX_ATTEMPTS", int),
@@ -55,7 +59,8 @@ class Settings:
     idempotency_table: str
     endpoint_name: str
     confidence_threshold: float | None = None  # None: the model's own threshold, from each answer
-    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES  # the largest object sent in the request body
+    max_pointer_image_bytes: int = DEFAULT_MAX_POINTER_IMAGE_BYTES  # larger ones, up to this, by S3 pointer
     top_k: int = 3
     endpoint_timeout_seconds: float = 10.0
     endpoint_max_attempts: int = 3
@@ -92,6 +97,12 @@ class Settings:
             raise ConfigError(
                 f"MAX_IMAGE_BYTES must be within 1..{INVOKE_ENDPOINT_MAX_BYTES} (InvokeEndpoint's payload limit), "
                 f"got {self.max_image_bytes}"
+            )
+        pointer = self.max_pointer_image_bytes
+        if pointer != 0 and not self.max_image_bytes <= pointer <= MAX_POINTER_IMAGE_BYTES_LIMIT:
+            raise ConfigError(
+                f"MAX_POINTER_IMAGE_BYTES must be 0 (no S3 pointers) or within MAX_IMAGE_BYTES "
+                f"({self.max_image_bytes})..{MAX_POINTER_IMAGE_BYTES_LIMIT}, got {pointer}"
             )
         if not 1 <= self.top_k <= MAX_TOP_K:
             raise ConfigError(f"TOP_K must be within 1..{MAX_TOP_K}, got {self.top_k}")
