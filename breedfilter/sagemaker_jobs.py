@@ -33,7 +33,9 @@ from breedfilter.aws_hints import NO_CREDENTIALS
 
 # The newest PyTorch DLCs the pinned SDK knows (sagemaker.core.image_uris); torch 2.x APIs train.py uses.
 TRAINING_FRAMEWORK = "2.10.0"
-INFERENCE_FRAMEWORK = "2.6.0"
+# Serving: AWS's Ray Serve container for SageMaker (the artifact's deployment.py + config.yaml). The PyTorch
+# inference images (TorchServe) stop at 2.6, out of support since 2026-06-30; artifacts still serve on them.
+SERVING_FRAMEWORK, SERVING_VERSION = "ray-serve", "1.4"
 # Paths SageMaker sets itself (SM_CHANNEL_*, SM_MODEL_DIR, /opt/ml/checkpoints): not hyperparameters.
 SET_BY_SAGEMAKER = frozenset({"data", "train", "valid", "test", "model_dir", "output_data_dir", "checkpoint_dir"})
 S3_URI = re.compile(r"^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(/.*)?$")
@@ -202,14 +204,13 @@ def training_image(args: argparse.Namespace, region: str) -> str:
 
 
 def inference_image(region: str, instance_type: str = "ml.m5.large") -> str:
-    """The CPU PyTorch inference container for the endpoint (serverless inference has no GPUs)."""
+    """The CPU Ray Serve container for the endpoint (serverless inference has no GPUs)."""
     from sagemaker.core import image_uris
 
     return image_uris.retrieve(
-        framework="pytorch",
+        framework=SERVING_FRAMEWORK,
         region=region,
-        version=INFERENCE_FRAMEWORK,
-        py_version=_py_version("inference", INFERENCE_FRAMEWORK),
+        version=SERVING_VERSION,
         instance_type=instance_type,
         image_scope="inference",
     )

@@ -11,6 +11,7 @@ Layout (DESIGN.md, SageMaker PyTorch serving)::
     code/architectures.py
     code/open_set.py, code/s3_pointer.py   the open-set decisions; photos read by S3 pointer
     code/requirements.txt
+    deployment.py, config.yaml   the same handlers as a Ray Serve application (AWS's Ray Serve container)
 
     python training/artifact.py out/train/model.tar.gz     # checks an artifact and prints its config
 """
@@ -39,6 +40,19 @@ HERE = Path(__file__).resolve().parent
 OPEN_SET_FILE = "open_set.pt"
 CODE_FILES = ("inference.py", "imaging.py", "architectures.py", "open_set.py", "s3_pointer.py")
 CODE_REQUIREMENTS = HERE / "inference-requirements.txt"
+# AWS's Ray Serve container for SageMaker reads these two at the artifact's root (serve_deployment.py).
+RAY_SERVE_FILES = {"deployment.py": "serve_deployment.py"}
+RAY_SERVE_CONFIG = "config.yaml"
+RAY_SERVE_CONFIG_TEXT = """\
+# Ray Serve application for AWS's SageMaker Ray Serve container (written by training/artifact.py).
+applications:
+  - name: breedfilter
+    route_prefix: /
+    import_path: deployment:app
+    deployments:
+      - name: Classifier
+        max_ongoing_requests: 64
+"""
 
 
 def make_version(weights_sha256: str, now: datetime | None = None) -> str:
@@ -85,6 +99,9 @@ def write_model_dir(
     for name in CODE_FILES:
         shutil.copy2(HERE / name, code / name)
     shutil.copy2(CODE_REQUIREMENTS, code / "requirements.txt")
+    for target, source in RAY_SERVE_FILES.items():
+        shutil.copy2(HERE / source, model_dir / target)
+    (model_dir / RAY_SERVE_CONFIG).write_text(RAY_SERVE_CONFIG_TEXT, encoding="utf-8")
     return config
 
 

@@ -495,7 +495,7 @@ def _b64_item(item: Any, position: int) -> bytes:
 def predict_fn(input_data: Any, model: LoadedModel) -> dict[str, Any]:
     """The answer ``output_fn`` serialises: ``{"predictions", "model"}``, or ``{"results", "model"}`` for a batch."""
     if isinstance(input_data, Image.Image):
-        return {**_classify(model, [input_data])[0], "model": model.identity}
+        return {**classify_images(model, [input_data])[0], "model": model.identity}
     if isinstance(input_data, imaging.ImageInputError):
         raise InferenceError.from_input(input_data)
     if isinstance(input_data, list):
@@ -506,14 +506,14 @@ def predict_fn(input_data: Any, model: LoadedModel) -> dict[str, Any]:
                 error = item if isinstance(item, imaging.ImageInputError) else imaging.ImageInputError(str(item))
                 results[i] = {"error": {"reason": error.reason, "status": error.status}}
         if images:
-            ranked = _classify(model, [image for _, image in images])
+            ranked = classify_images(model, [image for _, image in images])
             for (i, _), answer in zip(images, ranked, strict=True):
                 results[i] = {**answer, "model": model.identity}
         return {"results": results, "model": model.identity}
     raise TypeError(f"predict_fn expects a PIL image or a list from input_fn, not {type(input_data).__name__}")
 
 
-def _classify(model: LoadedModel, images: list[Image.Image]) -> list[dict[str, Any]]:
+def classify_images(model: LoadedModel, images: list[Image.Image]) -> list[dict[str, Any]]:
     """Per image: ``predictions`` (calibrated top-k), ``known``, ``unknown_score`` and ``threshold``."""
     batch = torch.stack([model.transform(image) for image in images])
     batch = batch.to(model.device, memory_format=torch.channels_last, non_blocking=True)

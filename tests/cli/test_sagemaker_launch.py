@@ -143,7 +143,7 @@ def test_a_training_job_request_carries_everything_train_py_needs(aws: dict, tmp
     for key, value in overrides.items():
         pattern = parameters[key].get("AllowedPattern")
         assert pattern is None or re.fullmatch(pattern, value), (key, value)
-    assert overrides["InferenceImageUri"].endswith("pytorch-inference:2.6.0-cpu-py312")
+    assert overrides["InferenceImageUri"].endswith("/ray:serve-ml-sagemaker-cpu-v1.4")  # the maintained container
 
 
 def test_the_tuning_request_searches_exactly_what_the_local_tuner_samples(

@@ -74,6 +74,8 @@ def test_run_writes_metrics_plots_and_a_sagemaker_layout_artifact(trained):
         "code/s3_pointer.py",
         "code/requirements.txt",
         "open_set.pt",
+        "deployment.py",  # the same handlers on AWS's Ray Serve container
+        "config.yaml",
     }
     config = artifact.read_config(out / "model.tar.gz")
     assert config["weights_sha256"] == artifact.sha256_file(out / "model" / "model.pth")
