@@ -39,6 +39,9 @@ os.environ.update(FAKE_CREDENTIALS)
 os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
 os.environ["POWERTOOLS_TRACE_DISABLED"] = "1"
 os.environ["POWERTOOLS_DEV"] = "0"
+# The endpoint's forward pass in fp32 everywhere a test ties its numbers to training's evaluation (fp32), on any
+# CPU; the precision tests (tests/training/test_inference.py) set bf16 and auto themselves.
+os.environ["BREEDFILTER_PRECISION"] = "fp32"
 # moto ignores CopyObject's If-None-Match and copy-source If-Match; S3 honours both, and the router relies on them
 # (LocalAws.start installs it too; this covers in-process mock_aws).
 install_s3_conditions()

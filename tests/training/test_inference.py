@@ -449,3 +449,45 @@ def test_a_corrupt_avif_is_400_not_500(loaded):
         with pytest.raises(InferenceError) as caught:
             inference.predict_bytes(loaded, broken, "application/octet-stream")
         assert caught.value.status_code == 400
+
+
+# --- precision chosen at load time ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "dtype"), [("fp32", None), ("bf16", torch.bfloat16), ("BF16", torch.bfloat16)])
+def test_the_serving_precision_comes_from_the_environment(monkeypatch, value, dtype):
+    monkeypatch.setenv(inference.PRECISION_VARIABLE, value)
+    assert inference.serving_precision(torch.device("cpu")) == dtype
+
+
+@pytest.mark.parametrize("value", ["auto", "", None])
+def test_auto_precision_the_default_is_bf16_exactly_where_the_cpu_runs_it(monkeypatch, value):
+    if value is None:
+        monkeypatch.delenv(inference.PRECISION_VARIABLE, raising=False)
+    else:
+        monkeypatch.setenv(inference.PRECISION_VARIABLE, value)
+    expected = torch.bfloat16 if inference.cpu_supports_bf16() else None
+    assert inference.serving_precision(torch.device("cpu")) == expected
+
+
+@pytest.mark.parametrize(("value", "words"), [("fp16", "needs a GPU"), ("int4", "expected one of")])
+def test_a_precision_the_device_cannot_run_is_refused_at_load(monkeypatch, artifact, value, words):
+    monkeypatch.setenv(inference.PRECISION_VARIABLE, value)
+    with pytest.raises(ArtifactError, match=words):
+        inference.model_fn(str(artifact))
+
+
+def test_bf16_serving_answers_the_contract_with_the_fp32_ranking(monkeypatch, tmp_path):
+    root = make_artifact(tmp_path / "m", head_bias=None)
+    images = [Image.open(io.BytesIO(image_bytes(colour=c))).convert("RGB") for c in ((200, 40, 40), (40, 40, 200))]
+    monkeypatch.setenv(inference.PRECISION_VARIABLE, "fp32")
+    full = inference.classify_images(inference.model_fn(str(root)), images)
+    monkeypatch.setenv(inference.PRECISION_VARIABLE, "bf16")
+    low_model = inference.model_fn(str(root))
+    assert low_model.autocast_dtype == torch.bfloat16
+    low = inference.classify_images(low_model, images)
+    for a, b in zip(full, low, strict=True):
+        assert sum(p["probability"] for p in b["predictions"]) == pytest.approx(1.0, abs=1e-6)
+        assert all(isinstance(p["probability"], float) for p in b["predictions"])
+        for p, q in zip(a["predictions"], b["predictions"], strict=True):
+            assert q["probability"] == pytest.approx(p["probability"], abs=0.02)  # bf16 keeps ~3 digits
