@@ -20,7 +20,7 @@ from typing import Any
 MAX_BYTES_VARIABLE = "BREEDFILTER_MAX_POINTER_IMAGE_BYTES"
 DEFAULT_MAX_BYTES = 50 * 1024 * 1024
 _NOT_FOUND = {"NoSuchKey", "NoSuchVersion", "NoSuchBucket", "404"}
-_DENIED = {"AccessDenied", "403", "AllAccessDisabled", "InvalidObjectState"}
+_DENIED = {"AccessDenied", "403", "AllAccessDisabled"}
 _clients: dict[tuple[str | None, str | None], Any] = {}
 _clients_lock = threading.Lock()
 
@@ -90,6 +90,8 @@ def read(payload: dict[str, Any], client: Any = None) -> bytes:
             raise PointerError(404, f"{uri}: no such object or version ({code})") from None
         if code == "PreconditionFailed" or status == 412:
             raise PointerError(412, f"{uri} no longer holds the bytes with ETag {etag}") from None
+        if code == "InvalidObjectState":  # S3 answers 403 for an archived object too: not the role's fault
+            raise PointerError(500, f"{uri} is archived (Glacier); restore it to classify it") from None
         if code in _DENIED or status == 403:
             raise PointerError(500, f"the endpoint's role may not read {uri} ({code}): grant it s3:GetObject") from None
         raise PointerError(502, f"reading {uri} failed: {code or exc}") from None

@@ -151,7 +151,7 @@ class Router:
             logger.warning("object is gone from the inbox and was never routed", source=source.source_id)
             return RouteResult("gone")
         try:
-            decision = self._decide_once(source=source.idempotency_data(), located=located)
+            decision = self._decide_once(source=source.idempotency_data(), where=located)
             destination = self.place(source, located, decision)
         except Superseded:
             logger.info("inbox key now holds a newer object; its own event routes it", source=source.source_id)
@@ -192,9 +192,8 @@ class Router:
                 return _located(older, version_id)
         return None  # no version holds these bytes any more: routed by a duplicate meanwhile, or deleted
 
-    def decide(self, source: SourceRevision, located: Located) -> Decision:
+    def decide(self, source: SourceRevision, where: Located) -> Decision:
         """Sniff, check size, ask the endpoint, and decide. Wrapped by idempotency: runs once per source."""
-        where = located
         settings = self.settings
         if where.size == 0:
             return decisions.reject(decisions.EMPTY, "the object is empty (0 bytes)", size=0)
