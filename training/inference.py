@@ -60,6 +60,10 @@ DEFAULT_WEIGHTS_FILE = "model.pth"
 DEFAULT_LABELS_FILE = "labels.json"
 DEFAULT_TOP_K = 3
 MAX_BATCH = 64
+# Dynamic batching of single-image requests (serve_deployment.py on Ray Serve, the twin's endpoint server): at
+# most SERVE_MAX_BATCH images per forward pass, and a forming batch waits at most SERVE_BATCH_WAIT_S for more.
+SERVE_MAX_BATCH = 16
+SERVE_BATCH_WAIT_S = 0.005
 
 IMAGE_CONTENT_TYPES = imaging.IMAGE_CONTENT_TYPES
 JSON_CONTENT_TYPE = "application/json"
@@ -550,7 +554,13 @@ def predict_fn(input_data: Any, model: LoadedModel) -> dict[str, Any]:
 
 def classify_images(model: LoadedModel, images: list[Image.Image]) -> list[dict[str, Any]]:
     """Per image: ``predictions`` (calibrated top-k), ``known``, ``unknown_score`` and ``threshold``."""
-    batch = torch.stack([model.transform(image) for image in images])
+    return classify_tensors(model, [model.transform(image) for image in images])
+
+
+def classify_tensors(model: LoadedModel, tensors: list[torch.Tensor]) -> list[dict[str, Any]]:
+    """``classify_images`` on images already through ``model.transform`` (servers transform in the request's
+    thread and batch the forward pass). One forward pass at a time per model: the feature tap is shared."""
+    batch = torch.stack(tensors)
     batch = batch.to(model.device, memory_format=torch.channels_last, non_blocking=True)
     lower = model.autocast_dtype
     with torch.inference_mode():
@@ -559,7 +569,7 @@ def classify_images(model: LoadedModel, images: list[Image.Image]) -> list[dict[
         logits = logits.float()
         if model.detector is None or model.tap is None:
             probabilities = torch.softmax(logits.double(), dim=1)
-            unknown_scores, known = None, torch.ones(len(images), dtype=torch.bool)
+            unknown_scores, known = None, torch.ones(len(tensors), dtype=torch.bool)
             threshold = None
         else:
             probabilities, unknown_scores, known = model.detector.decide(logits, model.tap.take().float())

@@ -3,6 +3,8 @@
 The local endpoint server serves it (``EndpointServer(ArtifactModel(path), name)``) and ``breedfilter predict
 --model`` calls it directly: the same ``model_fn`` and ``input_fn``/``predict_fn`` a SageMaker endpoint runs.
 The model's refusals (InferenceError 4xx with a reason) become the server's BadInput, its failures ModelFailure.
+Single images from concurrent requests are decoded and transformed in their own threads and classified together
+(``MicroBatcher``: inference.SERVE_MAX_BATCH images, waiting at most SERVE_BATCH_WAIT_S, as on Ray Serve).
 
     python -m breedfilter.twin.artifact_model out/train/model.tar.gz IMAGE...
 """
@@ -12,9 +14,13 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
+from breedfilter.twin.micro_batcher import MicroBatcher
 from breedfilter.twin.predictor import BadInput, ModelFailure
 from breedfilter.units import training_module
 
@@ -34,15 +40,35 @@ class ArtifactModel:
             raise FileNotFoundError(f"no model artifact at {path} (train one: python training/train.py --data DIR)")
         self.model = self.inference.model_fn(str(model_dir))
         self.path = path
+        self.batcher: MicroBatcher[Any, dict[str, Any]] = MicroBatcher(
+            self._classify,
+            max_batch=self.inference.SERVE_MAX_BATCH,
+            max_wait_s=self.inference.SERVE_BATCH_WAIT_S,
+            name="artifact-model-batcher",
+        )
+        self._forward = threading.Lock()  # batch requests run their own forward pass, one at a time with the batcher's
+
+    def close(self) -> None:
+        self.batcher.close()
+
+    def _classify(self, tensors: list[Any]) -> list[dict[str, Any]]:
+        with self._forward:
+            return self.inference.classify_tensors(self.model, tensors)
 
     @property
     def identity(self) -> dict[str, str]:
         return self.model.identity
 
     def __call__(self, body: bytes, content_type: str) -> dict[str, Any]:
+        inference = self.inference
         try:
-            return self.inference.predict_bytes(self.model, body, content_type)
-        except self.inference.InferenceError as exc:
+            with self.batcher.arriving():
+                decoded = inference.decode_request(body, content_type, self.model.decode)
+                if isinstance(decoded, Image.Image):
+                    return {**self.batcher(self.model.transform(decoded)), "model": self.model.identity}
+            with self._forward:  # a batch of base64 images, or a refusal
+                return inference.predict_fn(decoded, self.model)
+        except inference.InferenceError as exc:
             if exc.status >= 500:
                 raise ModelFailure(exc.reason, exc.status) from exc
             raise BadInput(exc.reason, exc.status) from exc

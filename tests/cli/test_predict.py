@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ import pytest
 from breedfilter import predict
 from breedfilter.twin.artifact_model import ArtifactModel
 from breedfilter.twin.endpoint_server import EndpointServer
+from breedfilter.twin.predictor import BadInput
 from tests.image_datasets import COLOURS, make_image
 
 LABELS = [name.split(".", 1)[1] for name in COLOURS]
@@ -105,3 +108,30 @@ def test_the_verdict_is_the_routers_decision() -> None:
     assert predict.verdict({**top, "known": False, "unknown_score": 7.5}).startswith("review: not one of the labels")
     old = predict.verdict(top)  # a model trained before calibration: no known, no threshold
     assert old.startswith("sorted (the router's fallback 0.6")
+
+
+def test_concurrent_requests_share_forward_passes_with_the_answers_each_would_get_alone(
+    artifact: Path, images: list[Path]
+) -> None:
+    model = ArtifactModel(artifact)
+    bodies = [path.read_bytes() for path in images[:-1]] * 2
+    alone = [model(body, "image/jpeg") for body in bodies]
+    assert model.batcher.batch_sizes == {1: len(bodies)}
+    with ThreadPoolExecutor(max_workers=len(bodies) + 1) as pool:
+        model._forward.acquire()  # the worker takes the first request and waits: the others queue behind it
+        futures = [pool.submit(model, body, "image/jpeg") for body in bodies]
+        refused = pool.submit(model, b"a text file", "image/jpeg")
+        while model.batcher._queue.qsize() < len(bodies) - 1:
+            threading.Event().wait(0.001)
+        model._forward.release()
+        together = [future.result() for future in futures]
+        with pytest.raises(BadInput, match="not a supported image"):
+            refused.result()
+    model.close()
+    assert model.batcher.batch_sizes[len(bodies) - 1] == 1  # all but the first in one forward pass
+    for one, other in zip(alone, together, strict=True):
+        assert [p["label"] for p in one["predictions"]] == [p["label"] for p in other["predictions"]]
+        assert [p["probability"] for p in other["predictions"]] == pytest.approx(
+            [p["probability"] for p in one["predictions"]], abs=1e-6
+        )
+        assert (other["known"], other["threshold"], other["model"]) == (one["known"], one["threshold"], one["model"])
