@@ -3,6 +3,9 @@
 Handler ``app.lambda_handler`` (template.yaml). Also accepts a direct S3 -> Lambda event. Each SQS record
 succeeds or fails alone (``ReportBatchItemFailures``): a failed one returns to the queue, then the DLQ; a
 batch in which every record failed is answered the same way (every message id listed), not raised.
+The records of a batch are routed RECORD_CONCURRENCY at a time (Powertools' AsyncBatchProcessor, each record in
+a worker thread with its own log keys): the endpoint sees them together and batches them in one forward pass.
+Records naming the same object wait for each other (routing/source_locks.py).
 
     sam local invoke RouterFunction -e events/sqs-s3-put.json     # where Docker exists
     make demo                                                    # the same handler, on the local twin
@@ -10,11 +13,14 @@ batch in which every record failed is answered the same way (every message id li
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any
 
 from aws_lambda_powertools import Logger, Tracer
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch import AsyncBatchProcessor, EventType, async_process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.idempotency.exceptions import IdempotencyAlreadyInProgressError
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -31,13 +37,14 @@ from routing.events import (
 from routing.outcome_metrics import count_failure, metrics, record_outcome
 from routing.pipeline import BucketMissing, DestinationTaken, Router, RouteResult
 from routing.settings import Settings
+from routing.source_locks import SourceLocks
 from routing.time_budget import TimeBudget
 
 logger = Logger()
 tracer = Tracer()
 # A batch whose every record failed is answered like any other, with every message id in batchItemFailures:
 # raising instead (Powertools' default) would be a function error, and SQS would retry the whole batch.
-processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+processor = AsyncBatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 @lru_cache(maxsize=4)
@@ -48,7 +55,7 @@ def router_for(settings: Settings) -> Router:
 
 @tracer.capture_method(capture_response=False)  # results items stay out of traces
 def route_source(router: Router, source: SourceObject) -> RouteResult:
-    logger.append_keys(source=source.source_id)
+    logger.thread_safe_append_keys(source=source.source_id)  # this record's thread (or the handler's) only
     try:
         result = router.route(source)
         record_outcome(result)
@@ -67,20 +74,24 @@ def route_source(router: Router, source: SourceObject) -> RouteResult:
         count_failure("EndpointUnavailable")
         raise
     finally:
-        logger.remove_keys(["source"])
+        logger.thread_safe_remove_keys(["source"])
     return result
 
 
-def handle_sqs_record(record: SQSRecord, budget: TimeBudget) -> list[str]:
+def handle_sqs_record(record: SQSRecord, budget: TimeBudget, locks: SourceLocks) -> list[str]:
     router = router_for(budget.settings)
-    logger.set_correlation_id(record.message_id)
+    logger.thread_safe_append_keys(correlation_id=record.message_id)
     budget.admit()
     try:
         sources = parse_sqs_body(record.body)
     except PoisonMessage as exc:
         logger.error("unreadable message; it will reach the dead-letter queue", error=str(exc))
         raise
-    return [route_source(router, source).outcome for source in sources]
+    outcomes = []
+    for source in sources:
+        with locks.holding(source.source_id):  # a duplicate in this batch waits, then finds the first's item
+            outcomes.append(route_source(router, source).outcome)
+    return outcomes
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -92,12 +103,18 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     router.idempotency_config.register_lambda_context(context)
     if is_sqs_event(event):
         budget = TimeBudget(settings, context)
-        return process_partial_response(
-            event=event,
-            record_handler=lambda record: handle_sqs_record(record, budget),
-            processor=processor,
-            context=context,
-        )
+        locks = SourceLocks()
+        threads = max(1, min(settings.record_concurrency, len(event["Records"])))
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="route") as workers:  # this invocation's
+
+            async def record_handler(record: SQSRecord) -> list[str]:
+                run = contextvars.copy_context().run  # the invocation's context; the thread's keys stay its own
+                loop = asyncio.get_running_loop()
+                return await loop.run_in_executor(workers, run, handle_sqs_record, record, budget, locks)
+
+            return async_process_partial_response(
+                event=event, record_handler=record_handler, processor=processor, context=context
+            )
     if is_direct_s3_event(event):  # S3 -> Lambda directly: failures raise, Lambda's async retries apply
         outcomes = [route_source(router, s).outcome for s in parse_s3_records(event["Records"])]
         return {"outcomes": outcomes}

@@ -19,6 +19,7 @@ OPTIONAL = [
     "ENDPOINT_TIMEOUT_SECONDS",
     "ENDPOINT_MAX_ATTEMPTS",
     "IDEMPOTENCY_TTL_SECONDS",
+    "RECORD_CONCURRENCY",
 ]
 
 
@@ -152,7 +153,9 @@ def test_non_numeric_value_names_the_variable(name: str, value: str) -> None:
     assert name in str(caught.value)
 
 
-@pytest.mark.parametrize("name", ["MAX_IMAGE_BYTES", "TOP_K", "ENDPOINT_MAX_ATTEMPTS", "IDEMPOTENCY_TTL_SECONDS"])
+@pytest.mark.parametrize(
+    "name", ["MAX_IMAGE_BYTES", "TOP_K", "ENDPOINT_MAX_ATTEMPTS", "IDEMPOTENCY_TTL_SECONDS", "RECORD_CONCURRENCY"]
+)
 def test_integer_variables_refuse_fractions(name: str) -> None:
     with pytest.raises(ConfigError) as caught:
         Settings.from_env(env(**{name: "3.5"}))
@@ -167,6 +170,8 @@ def test_integer_variables_refuse_fractions(name: str) -> None:
         ("CONFIDENCE_THRESHOLD", "nan"),
         ("TOP_K", "0"),
         ("TOP_K", "-3"),
+        ("RECORD_CONCURRENCY", "0"),
+        ("RECORD_CONCURRENCY", "11"),
         ("IDEMPOTENCY_TTL_SECONDS", "59"),
         ("IDEMPOTENCY_TTL_SECONDS", "0"),
         ("MAX_IMAGE_BYTES", "0"),

@@ -14,7 +14,7 @@ import pytest
 from breedfilter.template import StackTemplate
 from breedfilter.units import REPO_ROOT
 from routing.results import BY_LABEL_INDEX, BY_STATUS_INDEX
-from routing.settings import ENV_VARIABLES, REQUIRED_ENV, ConfigError, Settings
+from routing.settings import ENV_VARIABLES, MAX_RECORD_CONCURRENCY, REQUIRED_ENV, ConfigError, Settings
 
 ROUTER_DIR = REPO_ROOT / "functions" / "router"
 HEAVY_MODULES = {"torch", "torchvision", "numpy", "PIL", "pillow"}
@@ -256,6 +256,18 @@ def test_batch_parameters_stay_within_sqs_limits(template: StackTemplate) -> Non
     assert event["BatchSize"] == {"Ref": "BatchSize"}
     batch = template.document["Parameters"]["BatchSize"]
     assert 1 <= int(batch["MinValue"]) <= int(batch["Default"]) <= int(batch["MaxValue"]) <= 10
+
+
+def test_requests_in_flight_by_default_fit_the_serverless_endpoint(template: StackTemplate) -> None:
+    """Every router invocation routes RecordConcurrency records at once: by default, all of them together stay
+    within what the serverless endpoint admits, so the defaults never throttle themselves."""
+    parameters = template.document["Parameters"]
+    assert router(template)["Environment"]["Variables"]["RECORD_CONCURRENCY"] == {"Ref": "RecordConcurrency"}
+    record = parameters["RecordConcurrency"]
+    assert int(record["MinValue"]) == 1 and int(record["MaxValue"]) == MAX_RECORD_CONCURRENCY
+    assert int(record["MaxValue"]) <= int(parameters["BatchSize"]["MaxValue"])
+    in_flight = int(parameters["MaximumConcurrency"]["Default"]) * int(record["Default"])
+    assert in_flight <= int(parameters["ServerlessMaxConcurrency"]["Default"])
 
 
 # -- (e) results table ------------------------------------------------------------------------------------

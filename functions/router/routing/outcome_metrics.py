@@ -8,6 +8,8 @@ or to the dead-letter queue (``BucketMissing``).
 
 from __future__ import annotations
 
+import threading
+
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
@@ -16,6 +18,12 @@ from routing.pipeline import RouteResult
 
 logger = Logger(child=True)
 metrics = Metrics()  # Powertools shares one metric set between its Metrics instances: app.py flushes it
+_adding = threading.Lock()  # records are routed in several threads; Metrics.add_metric reads, then writes its set
+
+
+def _add(name: str, unit: MetricUnit, value: float) -> None:
+    with _adding:
+        metrics.add_metric(name=name, unit=unit, value=value)
 
 
 def record_outcome(result: RouteResult) -> None:
@@ -23,7 +31,7 @@ def record_outcome(result: RouteResult) -> None:
     decision = result.decision
     if result.outcome != "routed" or result.item is None or decision is None:
         logger.info("nothing to route", outcome=result.outcome)
-        metrics.add_metric(name=f"Skipped_{result.outcome}", unit=MetricUnit.Count, value=1)
+        _add(f"Skipped_{result.outcome}", MetricUnit.Count, 1)
         return
     logger.info(
         "routed",
@@ -39,9 +47,9 @@ def record_outcome(result: RouteResult) -> None:
             metric.add_dimension(name="status", value=decision.status)
             metric.add_dimension(name="label", value=decision.category)
     if decision.endpoint_latency_ms is not None:
-        metrics.add_metric(name="EndpointLatency", unit=MetricUnit.Milliseconds, value=decision.endpoint_latency_ms)
+        _add("EndpointLatency", MetricUnit.Milliseconds, decision.endpoint_latency_ms)
 
 
 def count_failure(name: str) -> None:
     """One ``BucketMissing`` or ``EndpointUnavailable``."""
-    metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+    _add(name, MetricUnit.Count, 1)

@@ -16,6 +16,7 @@ INVOKE_ENDPOINT_MAX_BYTES = 6 * 1024 * 1024
 DEFAULT_MAX_POINTER_IMAGE_BYTES = 50 * 1024 * 1024
 MAX_POINTER_IMAGE_BYTES_LIMIT = 1024 * 1024 * 1024
 MAX_TOP_K = 20
+MAX_RECORD_CONCURRENCY = 10  # an SQS batch's most records (template BatchSize), and botocore's default pool size
 CONNECT_TIMEOUT_SECONDS = 2.0
 MODEL_THRESHOLD = "model"  # CONFIDENCE_THRESHOLD=model: each answer's own threshold (the default)
 # Applied when CONFIDENCE_THRESHOLD=model and the answer carries no threshold (an artifact from before them).
@@ -42,6 +43,7 @@ OPTIONAL_ENV: dict[str, tuple[str, Callable[[str], object]]] = {
     "endpoint_timeout_seconds": ("ENDPOINT_TIMEOUT_SECONDS", float),
     "endpoint_max_attempts": ("ENDPOINT_MAX_ATTEMPTS", int),
     "idempotency_ttl_seconds": ("IDEMPOTENCY_TTL_SECONDS", int),
+    "record_concurrency": ("RECORD_CONCURRENCY", int),
 }
 # What each parser accepts, for the error message of a value it refuses.
 EXPECTED = {int: "a valid int", float: "a valid float", parse_threshold: f"{MODEL_THRESHOLD!r} or a number in [0, 1]"}
@@ -65,6 +67,7 @@ class Settings:
     endpoint_timeout_seconds: float = 10.0
     endpoint_max_attempts: int = 3
     idempotency_ttl_seconds: int = 86_400
+    record_concurrency: int = 4  # records of one invocation routed at once (endpoint requests in flight)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -112,6 +115,10 @@ class Settings:
             )
         if self.endpoint_max_attempts < 1:
             raise ConfigError(f"ENDPOINT_MAX_ATTEMPTS must be at least 1, got {self.endpoint_max_attempts}")
+        if not 1 <= self.record_concurrency <= MAX_RECORD_CONCURRENCY:
+            raise ConfigError(
+                f"RECORD_CONCURRENCY must be within 1..{MAX_RECORD_CONCURRENCY}, got {self.record_concurrency}"
+            )
         if self.idempotency_ttl_seconds < 60:
             raise ConfigError(f"IDEMPOTENCY_TTL_SECONDS must be at least 60, got {self.idempotency_ttl_seconds}")
 

@@ -6,7 +6,8 @@ it in time. The first record of a batch always runs, so a tight configuration st
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Any
 
 from routing.settings import Settings
@@ -23,10 +24,13 @@ class TimeBudget:
     settings: Settings
     context: Any  # LambdaContext
     admitted: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def admit(self) -> None:
-        self.admitted += 1
-        if self.admitted == 1:
+        with self._lock:  # records are admitted from several threads
+            self.admitted += 1
+            first = self.admitted == 1
+        if first:
             return
         left = self.context.get_remaining_time_in_millis() / 1000.0
         needed = self.settings.worst_case_seconds_per_image()
