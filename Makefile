@@ -13,13 +13,18 @@ export AWS_SAM_CLI_TELEMETRY := 0
 # Fake credentials: nothing here reaches AWS (sam validate/build need a region and some credentials).
 SAM_ENV := AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1
 
-.PHONY: demo test train lint format build venv sam-venv clean
+.PHONY: demo test train lint format build bench venv sam-venv clean
 
 demo: $(STAMP)  ## run the router on sample events against the local stack
 	$(PY) -m breedfilter.demo $(ARGS)
 
 test: $(STAMP)  ## run all tests
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+BENCH_MODEL ?= out/bench/serving/model
+bench: $(STAMP)  ## serving benchmarks on ../shared/data photos: endpoint vs the naive handler, the twin end to end
+	$(PY) bench/endpoint_serving.py --model-dir $(BENCH_MODEL) --make-artifact
+	$(PY) bench/twin_throughput.py --model-dir $(BENCH_MODEL)
 
 train: $(STAMP)  ## training/train.py with ARGS, e.g. make train ARGS="--data DIR --epochs 5"
 	$(PY) training/train.py $(ARGS)

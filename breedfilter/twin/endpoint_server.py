@@ -88,6 +88,9 @@ class EndpointServer:
 def _handler_for(server: EndpointServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # http.server sends the headers and the body in two writes: with Nagle's algorithm on, a keep-alive client
+        # waits for the delayed ACK between them (about 40 ms a request on loopback)
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet: tests and the demo print summaries
             return
