@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed
 SAM_STAMP := $(SAM_VENV)/.installed
 SAM_CLI_VERSION := 1.170.0
 PIP_FLAGS := --quiet --disable-pip-version-check
-export AWS_SAM_CLI_TELEMETRY := 0
+# The SAM CLI reads SAM_CLI_TELEMETRY (not AWS_SAM_CLI_TELEMETRY): 0 turns its telemetry off for every recipe.
+export SAM_CLI_TELEMETRY := 0
 # Fake credentials: nothing here reaches AWS (sam validate/build need a region and some credentials).
 SAM_ENV := AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1
 
