@@ -119,16 +119,20 @@ def test_concurrent_requests_share_forward_passes_with_the_answers_each_would_ge
     assert model.batcher.batch_sizes == {1: len(bodies)}
     with ThreadPoolExecutor(max_workers=len(bodies) + 1) as pool:
         model._forward.acquire()  # the worker takes the first request and waits: the others queue behind it
-        futures = [pool.submit(model, body, "image/jpeg") for body in bodies]
+        futures = [pool.submit(model, bodies[0], "image/jpeg")]
+        while sum(model.batcher.batch_sizes.values()) == len(bodies) and not futures[0].done():
+            threading.Event().wait(0.001)  # until the worker holds the first request's batch
+        futures += [pool.submit(model, body, "image/jpeg") for body in bodies[1:]]
         refused = pool.submit(model, b"a text file", "image/jpeg")
-        while model.batcher._queue.qsize() < len(bodies) - 1:
+        while model.batcher._queue.qsize() < len(bodies) - 1 and not any(f.done() for f in futures):
             threading.Event().wait(0.001)
         model._forward.release()
         together = [future.result() for future in futures]
         with pytest.raises(BadInput, match="not a supported image"):
             refused.result()
     model.close()
-    assert model.batcher.batch_sizes[len(bodies) - 1] == 1  # all but the first in one forward pass
+    assert model.batcher.batch_sizes[1] == len(bodies) + 1  # alone, and the first while the worker was held
+    assert model.batcher.batch_sizes[len(bodies) - 1] == 1  # all the others in one forward pass
     for one, other in zip(alone, together, strict=True):
         assert [p["label"] for p in one["predictions"]] == [p["label"] for p in other["predictions"]]
         assert [p["probability"] for p in other["predictions"]] == pytest.approx(
