@@ -13,6 +13,8 @@
     breedfilter reconcile [--older-than MIN] [--max N] [--dry-run]  route inbox objects no notification routed
     breedfilter backfill s3://BUCKET/PREFIX [--rate N] [--dry-run]  send existing objects through the router
     breedfilter redrive [--max N]                      move dead-lettered messages back to the inbox queue
+    breedfilter review apply SOURCE LABEL|--reject     a person's decision on one image: the copy moves, once
+    breedfilter dataset export --out DIR|s3://...      human-confirmed images as an ImageFolder (+ a manifest)
 
 Each subcommand has --help.
 """
@@ -70,6 +72,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         from breedfilter import report_cli
 
         return report_cli.main(rest)
+    if command == "review":
+        from breedfilter import review_cli
+
+        return review_cli.main(rest)
+    if command == "dataset":
+        if not rest or rest[0] != "export":
+            print("usage: breedfilter dataset export --out DIR|s3://BUCKET/PREFIX [...]", file=sys.stderr)
+            return 2
+        from breedfilter import dataset_export
+
+        return dataset_export.main(rest[1:])
     if command == "reconcile":
         from breedfilter import reconcile_cli
 
