@@ -13,6 +13,7 @@
     breedfilter reconcile [--older-than MIN] [--max N] [--dry-run]  route inbox objects no notification routed
     breedfilter backfill s3://BUCKET/PREFIX [--rate N] [--dry-run]  send existing objects through the router
     breedfilter redrive [--max N]                      move dead-lettered messages back to the inbox queue
+    breedfilter review [--stack NAME]                  the review page: confirm, correct or reject images
     breedfilter review apply SOURCE LABEL|--reject     a person's decision on one image: the copy moves, once
     breedfilter dataset export --out DIR|s3://...      human-confirmed images as an ImageFolder (+ a manifest)
 
@@ -73,9 +74,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return report_cli.main(rest)
     if command == "review":
-        from breedfilter import review_cli
+        if rest[:1] == ["apply"]:
+            from breedfilter import review_cli
 
-        return review_cli.main(rest)
+            return review_cli.main(rest)
+        from breedfilter import review_server
+
+        return review_server.main(rest)
     if command == "dataset":
         if not rest or rest[0] != "export":
             print("usage: breedfilter dataset export --out DIR|s3://BUCKET/PREFIX [...]", file=sys.stderr)
