@@ -275,6 +275,7 @@ def print_summary(summary: dict[str, Any], twin: LocalTwin) -> None:
     print("  .venv/bin/breedfilter local up          # keep the twin running; it prints what to export, then:")
     print("  aws s3 cp photo.jpg s3://breedfilter-inbox-local/   # routes live (or boto3 with the exports)")
     print("  .venv/bin/breedfilter results --counts  # or --status REVIEW, --label LABEL, --format csv")
+    print("  .venv/bin/breedfilter review            # with the twin up: the review page, to confirm or fix images")
     print(f"  .venv/bin/breedfilter predict IMAGE... --model {short_path(Path(summary['model_path']))}")
     run_dir = Path(summary["model_path"]).parent  # a model the demo trained keeps its training run beside it
     if (run_dir / "output" / "report.html").is_file():
