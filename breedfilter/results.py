@@ -119,7 +119,7 @@ def query(dynamodb: Any, table: Table, args: argparse.Namespace) -> Listing:
             if args.limit and len(items) >= args.limit:
                 more += 1
             else:
-                items.append(_plain(item))
+                items.append(plain_item(item))
         start = page.get("LastEvaluatedKey")
         if not start:
             return Listing(items, more)
@@ -190,20 +190,21 @@ def counts(dynamodb: Any, table: Table) -> dict[str, Any]:
     return {"per_label": dict(sorted(per_label.items(), key=lambda kv: (-kv[1], kv[0]))), "per_status": per_status}
 
 
-def _plain(item: dict[str, Any]) -> dict[str, Any]:
+def plain_item(item: dict[str, Any]) -> dict[str, Any]:
+    """A DynamoDB client item (typed JSON) as plain values: Decimals as int or float."""
     from boto3.dynamodb.types import TypeDeserializer
 
     deserializer = TypeDeserializer()
-    return _numbers({k: deserializer.deserialize(v) for k, v in item.items()})
+    return plain_numbers({k: deserializer.deserialize(v) for k, v in item.items()})
 
 
-def _numbers(value: Any) -> Any:
+def plain_numbers(value: Any) -> Any:
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     if isinstance(value, dict):
-        return {k: _numbers(v) for k, v in value.items()}
+        return {k: plain_numbers(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_numbers(v) for v in value]
+        return [plain_numbers(v) for v in value]
     return value
 
 

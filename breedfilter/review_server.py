@@ -25,7 +25,6 @@ import sys
 import threading
 import webbrowser
 from collections.abc import Sequence
-from decimal import Decimal
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -34,6 +33,7 @@ from urllib.parse import parse_qs, urlparse
 
 from boto3.dynamodb.conditions import Key
 
+from breedfilter.results import plain_numbers
 from breedfilter.review_cli import Stack, known_labels, reviewer_for
 from breedfilter.review_decisions import Conflict, Reviewer, ReviewError
 
@@ -101,23 +101,13 @@ class ReviewApp:
         return {"item": self._shown(outcome.item), "changed": outcome.changed, "message": outcome.line(source)}
 
     def _shown(self, item: dict[str, Any]) -> dict[str, Any]:
-        shown = {key: _plain(item[key]) for key in SHOWN if key in item}
+        shown = {key: plain_numbers(item[key]) for key in SHOWN if key in item}
         shown["image_url"] = self.reviewer.s3.generate_presigned_url(
             "get_object",
             Params={"Bucket": self.reviewer.sorted_bucket, "Key": item["destination_key"]},
             ExpiresIn=URL_SECONDS,
         )
         return shown
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
 
 
 def page_html() -> bytes:
