@@ -27,7 +27,7 @@ import webbrowser
 from collections.abc import Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from importlib import resources
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -111,7 +111,7 @@ class ReviewApp:
 
 
 def page_html() -> bytes:
-    return resources.files("breedfilter").joinpath("review_page.html").read_bytes()
+    return (Path(__file__).parent / "review_page.html").read_bytes()  # package data (pyproject.toml)
 
 
 class ReviewServer:

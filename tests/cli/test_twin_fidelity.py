@@ -113,18 +113,24 @@ def test_an_overwritten_photo_is_routed_version_by_version_on_the_twin():
 
 
 class Outage:
-    """The colour model behind an endpoint that answers 503 until ``up_at`` (time.monotonic)."""
+    """The colour model behind an endpoint that answers 503 until ``up_at`` (time.monotonic), or, with
+    ``failures``, to its first ``failures`` calls (an outage measured in receives: no race with a slow start)."""
 
-    def __init__(self) -> None:
+    def __init__(self, failures: int | None = None) -> None:
         self.model = ColourModel()
         self.up_at = float("inf")
+        self.failures = failures
 
     @property
     def identity(self) -> dict[str, str]:
         return self.model.identity
 
     def __call__(self, body: bytes, content_type: str) -> dict[str, Any]:
-        if time.monotonic() < self.up_at:
+        if self.failures is not None:
+            self.failures -= 1
+            if self.failures >= 0:
+                raise ModelFailure("endpoint down", status=503)
+        elif time.monotonic() < self.up_at:
             raise ModelFailure("endpoint down", status=503)
         return self.model(body, content_type)
 
@@ -187,12 +193,11 @@ def test_a_long_outage_sends_the_message_to_the_dlq_after_max_receive_count_scal
 
 
 def test_an_outage_shorter_than_the_window_is_ridden_out_and_the_dlq_stays_empty():
-    endpoint = Outage()
+    endpoint = Outage(failures=2)  # down for the first two receives, back for the third
     with LocalTwin(endpoint, time_scale=SCALE, router_overrides=FAST_FAILURE) as twin:
         assert twin.source is not None and twin.stack is not None
         receives = record_receives(twin)
         retry_after = twin.source.retry_after_seconds
-        endpoint.up_at = time.monotonic() + 1.5 * retry_after  # back between the second and the third receive
         twin.drop("uploads/dog.jpg", image_bytes("red"))
         report = twin.drain(max_seconds=30)
         snapshot = twin.snapshot()
