@@ -57,6 +57,7 @@ class Target:
     inbox_queue_url: str | None = None
     dead_letter_queue_url: str | None = None
     endpoint_url: str | None = None
+    sorted_bucket: str | None = None  # read where known (review needs it; the reconciler does not)
     queue_names: StackNames = field(default_factory=StackNames)
 
     def client(self, service: str, *, attempts: int = 5) -> Any:
@@ -96,6 +97,7 @@ def resolve_target(stack: str | None, region: str | None = None, *, state_dir: P
         return Target(
             where=f"stack {stack}",
             session=session,
+            sorted_bucket=outputs.get("SortedBucketName"),
             **{field: outputs[output] for field, output in STACK_OUTPUTS.items()},
         )
     names = StackNames()
@@ -110,6 +112,7 @@ def resolve_target(stack: str | None, region: str | None = None, *, state_dir: P
             inbox_queue_url=env.get("INBOX_QUEUE_URL") or None,
             dead_letter_queue_url=env.get("DEAD_LETTER_QUEUE_URL") or None,
             endpoint_url=endpoint or None,
+            sorted_bucket=env.get("SORTED_BUCKET") or names.sorted_bucket,
         )
     from breedfilter import local_cli
 
@@ -134,6 +137,7 @@ def resolve_target(stack: str | None, region: str | None = None, *, state_dir: P
         inbox_queue_url=exports.get("INBOX_QUEUE_URL"),
         dead_letter_queue_url=exports.get("DEAD_LETTER_QUEUE_URL"),
         endpoint_url=exports["AWS_ENDPOINT_URL"],
+        sorted_bucket=exports.get("SORTED_BUCKET") or names.sorted_bucket,
     )
 
 

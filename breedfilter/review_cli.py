@@ -7,8 +7,8 @@
 
 Labels are checked against those the table knows (labels sorted so far and every top-k guess); ``--new-label``
 accepts one the model lacks. Where: ``--stack NAME``'s outputs (ResultsTableName, SortedBucketName), else the
-local twin's (at $AWS_ENDPOINT_URL). Exit 0 when applied (or already so), 1 when another reviewer decided first
-or AWS failed, 2 for bad input.
+local twin (its exported environment, else the running twin's state), as ``breedfilter reconcile`` finds them.
+Exit 0 when applied (or already so), 1 when another reviewer decided first or AWS failed, 2 for bad input.
 """
 
 from __future__ import annotations
@@ -16,36 +16,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from breedfilter.aws_hints import NO_CREDENTIALS
+from breedfilter.reconcile_cli import TargetError, resolve_target
 from breedfilter.review_decisions import Conflict, Reviewer, ReviewError
-from breedfilter.twin.local_aws import StackNames
-
-
-@dataclass(frozen=True)
-class Stack:
-    results_table: str
-    sorted_bucket: str
-    by_status_index: str = "by-status"
-
-
-def resolve_stack(stack: str | None, session: Any) -> Stack:
-    """A deployed stack's outputs, or the local twin's names."""
-    if not stack:
-        names = StackNames()
-        return Stack(names.results_table, names.sorted_bucket)
-    try:
-        found = session.client("cloudformation").describe_stacks(StackName=stack)["Stacks"]
-    except Exception as exc:  # no such stack, no credentials
-        raise ReviewError(f"stack {stack}: {exc}") from exc
-    outputs = {o["OutputKey"]: o["OutputValue"] for o in found[0].get("Outputs", [])}
-    if "ResultsTableName" not in outputs or "SortedBucketName" not in outputs:
-        raise ReviewError(f"stack {stack} has no ResultsTableName/SortedBucketName outputs (a breedfilter stack?)")
-    return Stack(
-        outputs["ResultsTableName"], outputs["SortedBucketName"], outputs.get("ResultsByStatusIndexName", "by-status")
-    )
 
 
 def known_labels(table: Any) -> set[str]:
@@ -63,13 +38,18 @@ def known_labels(table: Any) -> set[str]:
         scan["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-def reviewer_for(stack: str | None, region: str | None, by: str | None = None) -> tuple[Reviewer, Stack]:
-    import boto3
-
-    session = boto3.Session(region_name=region)
-    where = resolve_stack(stack, session)
-    table = session.resource("dynamodb").Table(where.results_table)
-    return Reviewer(session.client("s3"), table, where.sorted_bucket, by or ""), where
+def reviewer_for(stack: str | None, region: str | None, by: str | None = None) -> tuple[Reviewer, str]:
+    """A Reviewer on ``--stack NAME``, else the local twin, found as reconcile, backfill and redrive find them
+    (reconcile_cli.resolve_target: the exported environment, else the running twin's state); and where that is."""
+    try:
+        target = resolve_target(stack, region)
+    except TargetError as exc:
+        raise ReviewError(str(exc)) from exc
+    if not target.sorted_bucket:
+        raise ReviewError(f"{target.where} has no SortedBucketName output (is it a breedfilter stack?)")
+    dynamodb = target.session.resource("dynamodb", endpoint_url=target.endpoint_url)
+    table = dynamodb.Table(target.results_table)
+    return Reviewer(target.client("s3"), table, target.sorted_bucket, by or ""), target.where
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -33,8 +33,8 @@ from urllib.parse import parse_qs, urlparse
 
 from boto3.dynamodb.conditions import Key
 
-from breedfilter.results import plain_numbers
-from breedfilter.review_cli import Stack, known_labels, reviewer_for
+from breedfilter.results import Table, plain_numbers
+from breedfilter.review_cli import known_labels, reviewer_for
 from breedfilter.review_decisions import Conflict, Reviewer, ReviewError
 
 URL_SECONDS = 900
@@ -46,9 +46,9 @@ SHOWN += ("decided_at", "source_bucket", "source_key", "destination_key", "revie
 class ReviewApp:
     """What the page's API does, apart from HTTP: list items, the labels, decide."""
 
-    def __init__(self, reviewer: Reviewer, stack: Stack) -> None:
+    def __init__(self, reviewer: Reviewer) -> None:
         self.reviewer = reviewer
-        self.stack = stack
+        self.indexes = Table(reviewer.table.name)  # the by-label and by-status indexes template.yaml names
         self._labels: set[str] | None = None
 
     def items(
@@ -60,9 +60,9 @@ class ReviewApp:
         limit = max(1, min(limit, MAX_LIMIT))
         table = self.reviewer.table
         if label:  # a label folder: by-label index, newest first
-            query = {"IndexName": "by-label", "KeyConditionExpression": Key("label").eq(label)}
+            query = {"IndexName": self.indexes.by_label, "KeyConditionExpression": Key("label").eq(label)}
         else:
-            query = {"IndexName": self.stack.by_status_index, "KeyConditionExpression": Key("status").eq(status)}
+            query = {"IndexName": self.indexes.by_status, "KeyConditionExpression": Key("status").eq(status)}
         found: list[dict[str, Any]] = []
         request: dict[str, Any] = {**query, "ScanIndexForward": False}
         while len(found) < limit:
@@ -218,24 +218,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-open", action="store_true", help="do not open a browser")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        reviewer, stack = reviewer_for(args.stack, args.region, args.by)
-        app = ReviewApp(reviewer, stack)
+        reviewer, where = reviewer_for(args.stack, args.region, args.by)
+        app = ReviewApp(reviewer)
         app.items(limit=1)  # reach the table now: a wrong stack or no twin is said here, not in the page
     except ReviewError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # ClientError, no credentials, nothing listening at the twin's endpoint
-        print(
-            f"error: cannot read {stack.results_table if 'stack' in locals() else 'the results table'}: {exc}",
-            file=sys.stderr,
-        )
+        print(f"error: cannot read the results table of {where}: {exc}", file=sys.stderr)
         print(
             "(the local twin? start it with: breedfilter local up; a deployed stack? pass --stack NAME)",
             file=sys.stderr,
         )
         return 1
     server = ReviewServer(app, args.port)
-    print(f"review page: {server.url}  (reviewing as {reviewer.by}; Ctrl-C stops)", flush=True)
+    print(f"review page: {server.url}  ({where}, reviewing as {reviewer.by}; Ctrl-C stops)", flush=True)
     if not args.no_open:
         webbrowser.open(server.url)
     with contextlib.suppress(KeyboardInterrupt):

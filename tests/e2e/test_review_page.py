@@ -17,7 +17,6 @@ from typing import Any
 import boto3
 import pytest
 
-from breedfilter.review_cli import Stack
 from breedfilter.review_decisions import Reviewer
 from breedfilter.review_server import ReviewApp, ReviewServer
 from tests.images import image_bytes
@@ -64,9 +63,7 @@ def page(harness: Any) -> Iterator[tuple[Any, ReviewServer]]:
     assert sum(item["status"] == "REVIEW" for item in harness.items()) == UNSURE
     names = harness.stack.names
     table = boto3.resource("dynamodb").Table(names.results_table)
-    app = ReviewApp(
-        Reviewer(harness.s3, table, names.sorted_bucket, "ana"), Stack(names.results_table, names.sorted_bucket)
-    )
+    app = ReviewApp(Reviewer(harness.s3, table, names.sorted_bucket, "ana"))
     with ReviewServer(app) as server:
         yield harness, server
 
