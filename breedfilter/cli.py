@@ -7,6 +7,7 @@
     breedfilter tune --data s3://... --role ARN [...]  a SageMaker hyperparameter tuning job
     breedfilter tune --best TUNING_JOB                 its best trial's flags -> best_hyperparameters.json
     breedfilter train --data s3://... --role ARN [...] a SageMaker training job (locally: python training/train.py)
+    breedfilter model approved|versions [--name NAME]  the model registry: the approved version's sam deploy line
     breedfilter predict IMAGE... [--model F|--endpoint N] classify files with an artifact or an endpoint
     breedfilter results --label L|--status S|--source URI|--counts   query the results table
     breedfilter report RUN_DIR|s3://... [--regenerate] [--open]  a training run's summary and HTML report
@@ -57,6 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from breedfilter import sagemaker_jobs
 
         return sagemaker_jobs.main("training", rest)
+    if command == "model":
+        from breedfilter import model_registry_cli
+
+        return model_registry_cli.main(rest)
     if command == "demo":
         from breedfilter import demo
 

@@ -99,6 +99,22 @@ def build_parser(kind: str) -> argparse.ArgumentParser:
         "--hyperparameters", type=Path, metavar="FILE", help="JSON {flag: value}, e.g. the tuner's best"
     )
     parser.add_argument("--wait", action="store_true", help="wait for the job and stream its logs")
+    parser.add_argument(
+        "--mlflow",
+        default=os.environ.get("MLFLOW_TRACKING_URI", "") if _remote(os.environ.get("MLFLOW_TRACKING_URI", "")) else "",
+        metavar="URI|ARN",
+        help="MLflow tracking server, e.g. a SageMaker managed MLflow ARN (default: MLFLOW_TRACKING_URI; none: "
+        "each job keeps an embedded store in its output.tar.gz)",
+    )
+    parser.add_argument(
+        "--mlflow-experiment",
+        help="MLflow experiment (default: breedfilter; for tuning, the tuning job's name: every trial in one)",
+    )
+    parser.add_argument(
+        "--register-model",
+        metavar="NAME",
+        help="register each job's model as a version of NAME when it passes train.py's gate (--gate-* flags)",
+    )
     if kind == "training":
         parser.add_argument("--instance-count", type=int, default=1, help="more than 1: torchrun across instances")
         parser.add_argument("--job-name-prefix", default="breedfilter")
@@ -133,11 +149,16 @@ def parse(kind: str, argv: Sequence[str]) -> tuple[argparse.Namespace, dict[str,
     args.output = (args.output or f"s3://{bucket_match.group(1)}/breedfilter").rstrip("/")
     if not S3_URI.match(args.output):
         parser.error(f"--output must be an s3:// URI, not {args.output}")
+    if args.mlflow and not _remote(args.mlflow):
+        parser.error(
+            f"--mlflow: a SageMaker job cannot reach {args.mlflow}: give an MLflow server's https:// URI or a "
+            "SageMaker managed MLflow ARN (without --mlflow each job keeps an embedded store in its output)"
+        )
     try:
         hyperparameters = collect_hyperparameters(args.hyperparameters, extra)
     except LaunchError as exc:
         parser.error(str(exc))
-    return args, hyperparameters
+    return args, {**hyperparameters, **registry_hyperparameters(args)}
 
 
 def collect_hyperparameters(file: Path | None, extra: Sequence[str]) -> dict[str, str]:
@@ -263,6 +284,7 @@ def model_trainer(
         if kind == "training"
         else None,
         hyperparameters=hyperparameters,
+        environment=tracking_environment(args, run_id, kind),
         tags=[Tag(key="project", value="breedfilter")],
     )
     trainer = trainer.with_metric_definitions(
@@ -271,6 +293,29 @@ def model_trainer(
     return trainer.with_tensorboard_output_config(
         TensorBoardOutputConfig(s3_output_path=f"{args.output}/tensorboard", local_path="/opt/ml/output/tensorboard")
     )
+
+
+def _remote(uri: str) -> bool:
+    """A tracking URI a job in AWS can use: an MLflow server over HTTP(S), or a SageMaker managed MLflow ARN."""
+    return uri.startswith(("https://", "http://", "arn:aws"))
+
+
+def tracking_environment(args: argparse.Namespace, run_id: str, kind: str) -> dict[str, str]:
+    """MLflow for the job's train.py: the tracking server (when given) and one experiment — for a tuning job its
+    own name, so every trial lands in it (each run is named after its training job)."""
+    experiment = args.mlflow_experiment or ("breedfilter" if kind == "training" else run_id)
+    return {"MLFLOW_EXPERIMENT_NAME": experiment, **({"MLFLOW_TRACKING_URI": args.mlflow} if args.mlflow else {})}
+
+
+def registry_hyperparameters(args: argparse.Namespace) -> dict[str, str]:
+    """--register-model: the name, and where SageMaker will put each job's model.tar.gz (train.py fills in
+    {job_name}), so the registered version carries its deploy line."""
+    if not args.register_model:
+        return {}
+    return {
+        "register_model": args.register_model,
+        "model_data_url": f"{args.output}/jobs/{{job_name}}/output/model.tar.gz",
+    }
 
 
 def data_channel(args: argparse.Namespace) -> list[Any]:

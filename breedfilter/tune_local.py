@@ -241,6 +241,31 @@ class Tuner:
         key = hashlib.sha256(json.dumps([self.fingerprint, params], sort_keys=True).encode()).hexdigest()[:16]
         return self.dir / "checkpoints" / key
 
+    def tracking_flags(self, trial_dir: Path) -> list[str]:
+        """Every trial in one MLflow experiment named after the study, in one store beside study.db (unless the
+        flags or MLFLOW_TRACKING_URI name another), each run named after its trial."""
+        flags = [f"--mlflow-run-name={trial_dir.name}"]
+        if self.tracking_uri() is not None:
+            flags.append(f"--mlflow-uri={self.tracking_uri()}")
+        if "mlflow_experiment" not in self.args.given:
+            flags.append(f"--mlflow-experiment={self.args.study}")
+        return flags
+
+    def tracking_uri(self) -> str | None:
+        """The study's own MLflow store, unless the flags or MLFLOW_TRACKING_URI name one (or --mlflow off)."""
+        if not self.args.given.get("mlflow", True) or "mlflow_uri" in self.args.given:
+            return None
+        if os.environ.get("MLFLOW_TRACKING_URI"):
+            return None
+        return f"sqlite:///{(self.dir / 'mlflow.db').resolve()}"
+
+    def prepare_tracking(self) -> None:
+        """The study's store and experiment exist before trials run side by side (a new SQLite store's schema
+        is built once, not raced by two trials)."""
+        uri = self.tracking_uri()
+        if uri is not None and "mlflow_experiment" not in self.args.given:
+            units.training_module("observability.mlflow_tracking").prepare(uri, self.args.study)
+
     def trial_argv(self, trial_dir: Path, params: dict[str, Any]) -> list[str]:
         flags = [f"--{name.replace('_', '-')}={search_space.flag_text(value)}" for name, value in params.items()]
         if self.args.jobs > 1 and "num_workers" not in self.args.given:  # trials at once share the cores
@@ -248,6 +273,7 @@ class Tuner:
         return [
             *self.train_args,
             *flags,
+            *self.tracking_flags(trial_dir),
             f"--model-dir={trial_dir / 'model'}",
             f"--output-data-dir={trial_dir / 'output'}",
             f"--checkpoint-dir={self.checkpoint_dir(params)}",
@@ -491,6 +517,7 @@ def tune(args: argparse.Namespace, train_args: list[str], space: search_space.Se
         + (f"; {resuming} interrupted trial(s) resume first" if resuming and remaining else "")
     )
     if remaining:
+        tuner.prepare_tracking()
         try:
             tuner.study = study
             with _signals_stop(tuner):

@@ -5,8 +5,11 @@ Nothing here reaches AWS: fake credentials, and every client points at 127.0.0.1
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +45,13 @@ os.environ["POWERTOOLS_DEV"] = "0"
 # The endpoint's forward pass in fp32 everywhere a test ties its numbers to training's evaluation (fp32), on any
 # CPU; the precision tests (tests/training/test_inference.py) set bf16 and auto themselves.
 os.environ["BREEDFILTER_PRECISION"] = "fp32"
+# Training runs record to MLflow by default, each into an embedded store in its output dir, whose first use builds
+# the SQLite schema (seconds). The tests' runs share one store per session instead, and cache features under it,
+# never in the home directory; the tests of the embedded default unset MLFLOW_TRACKING_URI themselves.
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="breedfilter-tests-"))
+atexit.register(shutil.rmtree, _SESSION_DIR, True)
+os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_SESSION_DIR / 'mlflow.db'}"
+os.environ["BREEDFILTER_FEATURE_CACHE"] = str(_SESSION_DIR / "features")
 # moto ignores CopyObject's If-None-Match and copy-source If-Match; S3 honours both, and the router relies on them
 # (LocalAws.start installs it too; this covers in-process mock_aws).
 install_s3_conditions()

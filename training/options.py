@@ -254,6 +254,55 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         help="optional folder of images of none of the labels (any depth): measured and shown in the report",
     )
     out.add_argument("--name", default="", help="model name in the endpoint's answers (default breedfilter-MODEL)")
+
+    track = parser.add_argument_group(
+        "MLflow tracking and the model registry (training/observability/mlflow_tracking.py, training/model_registry.py)"
+    )
+    track.add_argument("--mlflow", type=str2bool, default=True, help="record the run in MLflow (on/off)")
+    track.add_argument(
+        "--mlflow-uri",
+        default="",
+        help="tracking URI or SageMaker managed MLflow ARN (default: MLFLOW_TRACKING_URI, else an embedded "
+        "sqlite:///OUTPUT_DATA_DIR/mlflow.db)",
+    )
+    track.add_argument(
+        "--mlflow-experiment",
+        default=env.get("MLFLOW_EXPERIMENT_NAME") or "breedfilter",
+        help="experiment name (default: MLFLOW_EXPERIMENT_NAME, else breedfilter)",
+    )
+    track.add_argument("--mlflow-run-name", default="", help="run name (default: MLFLOW_RUN_NAME or the job's name)")
+    track.add_argument(
+        "--register-model",
+        default="",
+        help="register the artifact as a new version of this registered model when it passes the gate",
+    )
+    track.add_argument("--gate-min-test-accuracy", type=_unit_interval, default=0.8, help="the gate: test accuracy")
+    track.add_argument(
+        "--gate-max-unknown-sorted",
+        type=_unit_interval,
+        default=0.05,
+        help="the gate: share of --unknowns images the model would sort (checked when measured)",
+    )
+    track.add_argument(
+        "--model-data-url",
+        default="",
+        help="where this run's model.tar.gz will lie, for the registry's deploy line; {job_name} is replaced "
+        "(default: the local model.tar.gz)",
+    )
+
+    cache = parser.add_argument_group("cached backbone features for frozen-backbone epochs (training/feature_cache.py)")
+    cache.add_argument(
+        "--feature-cache",
+        type=str2bool,
+        default=True,
+        help="frozen-backbone epochs train the head on cached features of un-augmented images (on/off)",
+    )
+    cache.add_argument(
+        "--feature-cache-dir",
+        type=Path,
+        default=Path(env.get("BREEDFILTER_FEATURE_CACHE", "~/.cache/breedfilter/features")).expanduser(),
+        help="where cached features are kept (shared by runs and tuning trials on the same data and weights)",
+    )
     return parser
 
 
@@ -280,6 +329,8 @@ def parse_options(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
             f"--unknown-method {options.unknown_method} needs the pretrained network's ImageNet head: "
             "not with --weights none (use knn, mahalanobis, energy or msp)"
         )
+    if options.register_model and not options.mlflow:
+        parser.error("--register-model registers the model MLflow logged: not with --mlflow off")
     _check_debugging(options, parser)
     options.name = options.name or f"breedfilter-{options.model.removeprefix('timm/')}"
     return options
@@ -392,6 +443,13 @@ def _fraction(value: str) -> float:
     number = float(value)
     if not 0.0 < number < 1.0:
         raise argparse.ArgumentTypeError(f"expected a number strictly between 0 and 1, not {value}")
+    return number
+
+
+def _unit_interval(value: str) -> float:
+    number = float(value)
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, not {value}")
     return number
 
 

@@ -39,13 +39,15 @@ import checkpoints
 import ddp
 import decision_fit
 import evaluation
+import feature_cache
 import imagefolder
 import imaging
+import model_registry
 import options as options_module
 import trainer as trainer_module
 from observability import debugger as debugger_module
+from observability import mlflow_tracking, rule_spec, smdebug_adapter, tensorboard_log
 from observability import profiler as profiler_module
-from observability import rule_spec, smdebug_adapter, tensorboard_log
 from report import png_files
 
 log = logging.getLogger("train")
@@ -99,21 +101,34 @@ def run(opts: argparse.Namespace, world: ddp.World, callbacks: Sequence[Any] = (
         (opts.checkpoint_dir / checkpoints.LAST).unlink(missing_ok=True)
         (opts.checkpoint_dir / checkpoints.BEST).unlink(missing_ok=True)
     ddp.barrier()
-    fit = _fit(opts, world, data, model, identity, callbacks, started)
-    if fit.best_state is not None:
-        model.load_state_dict(fit.best_state)
-    test = _test(opts, world, data, model, fit.autocast_dtype)
-    decisions = (
-        decision_fit.fit_decisions(opts, model, data.index, data.preprocessing, world.device, fit.autocast_dtype)
-        if world.is_main
-        else None
-    )
-    elapsed = time.perf_counter() - started
-    summary = _summary(opts, data.index, data.preprocessing, fit.history, fit, test, elapsed, world)
-    if world.is_main:
-        _write_outputs(opts, model, labels, data.preprocessing, summary, test, decisions)
-        if opts.report:
-            _write_report(opts.output_data_dir)
+    tracker = _tracker(opts, world, data)
+    try:
+        fit = _fit(opts, world, data, model, identity, [*callbacks, *([tracker] if tracker else [])], started)
+        if fit.best_state is not None:
+            model.load_state_dict(fit.best_state)
+        test = _test(opts, world, data, model, fit.autocast_dtype)
+        decisions = (
+            decision_fit.fit_decisions(opts, model, data.index, data.preprocessing, world.device, fit.autocast_dtype)
+            if world.is_main
+            else None
+        )
+        elapsed = time.perf_counter() - started
+        summary = _summary(opts, data.index, data.preprocessing, fit.history, fit, test, elapsed, world)
+        if world.is_main:
+            _write_outputs(opts, model, labels, data.preprocessing, summary, test, decisions)
+            if opts.report:
+                _write_report(opts.output_data_dir)
+            if tracker is not None:
+                _track_outputs(tracker, opts, summary)
+    except trainer_module.TrainingDiverged:
+        if tracker is not None:  # what the failed run left: metrics.json ("diverged"), the report, the verdicts
+            tracker.log_outputs({}, None, opts.name)
+            tracker.finish("FAILED")
+        raise
+    except BaseException:
+        if tracker is not None:
+            tracker.finish("FAILED")
+        raise
     ddp.barrier()
     return summary
 
@@ -170,6 +185,11 @@ def _fit(
     )
     if opts.resume:
         fit.resume()
+    if opts.feature_cache and fit.frozen_epochs_left():
+        if world.distributed:
+            log.info("feature cache: not used under DistributedDataParallel (frozen epochs run the backbone)")
+        else:
+            fit.frozen_features = _frozen_features(opts, world, data, model, fit)
     if debugger is not None:
         debugger.attach(model, next_step=fit.global_step + 1)
     log.info(
@@ -211,6 +231,83 @@ def _fit(
     if fit.stop_reason:
         log.info(fit.stop_reason)
     return fit
+
+
+def _frozen_features(
+    opts: argparse.Namespace, world: ddp.World, data: Data, model: torch.nn.Module, fit: trainer_module.Trainer
+) -> feature_cache.FrozenFeatures:
+    """The head's inputs for every train and valid image (un-augmented), from the cache or computed once."""
+    pre = data.preprocessing
+    splits = {name: data.index.splits[name].samples for name in ("train", "valid")}
+    key = feature_cache.cache_key(model, opts.model, pre.to_dict(), splits, fit.autocast_dtype, opts.channels_last)
+
+    def build(name: str) -> Any:
+        dataset = imagefolder.ImageFolderDataset(data.index.splits[name], imaging.eval_transform(pre), pre.draft_size())
+        loader = _loader(dataset, opts, world, None)  # in index order: row i is sample i
+        return lambda: feature_cache.compute(model, loader, world.device, fit.autocast_dtype, opts.channels_last)
+
+    describe = {"architecture": opts.model, "weights": opts.weights, "preprocessing": pre.to_dict()}
+    return feature_cache.load_or_compute(
+        opts.feature_cache_dir, key, {"train": build("train"), "valid": build("valid")}, describe
+    )
+
+
+def _tracker(opts: argparse.Namespace, world: ddp.World, data: Data) -> mlflow_tracking.MlflowRun | None:
+    """The MLflow run (rank 0 only; None with --mlflow off). Its parameters: the options and the data's size."""
+    if not (opts.mlflow and world.is_main):
+        return None
+    tracker = mlflow_tracking.MlflowRun(
+        mlflow_tracking.tracking_uri(opts.mlflow_uri, opts.output_data_dir),
+        opts.mlflow_experiment,
+        mlflow_tracking.run_name(opts.mlflow_run_name),
+        opts.output_data_dir,
+    )
+    sizes = {f"{split}_images": len(s.samples) for split, s in data.index.splits.items()}
+    tracker.log_params({**options_module.hyperparameters(opts), **sizes, "classes": len(data.index.labels)})
+    return tracker
+
+
+def _track_outputs(tracker: mlflow_tracking.MlflowRun, opts: argparse.Namespace, summary: dict[str, Any]) -> None:
+    """The finished run's numbers, files and model in MLflow; then the registry gate, when asked for."""
+    tracker.log_outputs(summary, opts.model_dir, opts.name)
+    if opts.register_model:
+        if tracker.model_id is None:
+            log.error("registry: %s not registered: the model could not be logged to MLflow", opts.register_model)
+        else:
+            gate = model_registry.Gate(opts.gate_min_test_accuracy, opts.gate_max_unknown_sorted)
+            measured = mlflow_tracking.decision_metrics(opts.output_data_dir, summary)
+            verdict = model_registry.judge(
+                gate,
+                {
+                    "test_accuracy": (summary.get("test") or {}).get("accuracy"),
+                    "unknown_sorted_share": measured.get("unknown_sorted_share"),
+                },
+            )
+            tracker.safely(
+                "the registry",
+                lambda: model_registry.register(
+                    tracker.client,
+                    opts.register_model,
+                    model_id=tracker.model_id,
+                    run_id=tracker.run_id,
+                    gate=gate,
+                    verdict=verdict,
+                    model_data_url=_model_data_url(opts),
+                    description=f"{opts.name} version {summary.get('model_version')}",
+                ),
+            )
+    tracker.finish("FINISHED")
+
+
+def _model_data_url(opts: argparse.Namespace) -> str:
+    """Where model.tar.gz lies: --model-data-url ({job_name} filled in on SageMaker), else the local package."""
+    if opts.model_data_url:
+        return opts.model_data_url.replace("{job_name}", _environment_job_name())
+    return str((opts.model_dir.parent / "model.tar.gz").resolve()) if opts.package else ""
+
+
+def _environment_job_name() -> str:
+    return json.loads(os.environ.get("SM_TRAINING_ENV", "{}") or "{}").get("job_name", "")
 
 
 def _test(
@@ -329,6 +426,13 @@ def _summary(
             "confusion": test.confusion.tolist(),
         },
         "wall_seconds": round(seconds, 2),
+        "feature_cache": None
+        if fit.frozen_features is None
+        else {
+            "path": str(fit.frozen_features.path),
+            "computed_seconds": round(fit.frozen_features.computed_seconds, 2),
+            "read_seconds": round(fit.frozen_features.read_seconds, 2),
+        },
         "hyperparameters": options_module.hyperparameters(opts),
         "environment": _environment(world),
     }
@@ -336,10 +440,9 @@ def _summary(
 
 def _environment(world: ddp.World) -> dict[str, Any]:
     """Where the run ran, for the report's job summary (SageMaker sets the job name and instance type)."""
-    training_env = json.loads(os.environ.get("SM_TRAINING_ENV", "{}") or "{}")
     return {
         "host": os.environ.get("SM_CURRENT_HOST") or platform.node(),
-        "job_name": training_env.get("job_name", ""),
+        "job_name": _environment_job_name(),
         "instance_type": os.environ.get("SM_CURRENT_INSTANCE_TYPE", ""),
         "device": str(world.device)
         + (f" ({torch.cuda.get_device_name(world.device)})" if world.device.type == "cuda" else ""),
@@ -479,7 +582,12 @@ def _write_outputs(
 if __name__ == "__main__":
     try:
         main()
-    except (imagefolder.DatasetError, architectures.WeightsUnavailable, architectures.UnknownArchitecture) as exc:
+    except (
+        imagefolder.DatasetError,
+        architectures.WeightsUnavailable,
+        architectures.UnknownArchitecture,
+        mlflow_tracking.TrackingUnavailable,
+    ) as exc:
         print(f"train.py: {exc}", file=sys.stderr)
         sys.exit(2)
     except checkpoints.CheckpointMismatch as exc:

@@ -29,10 +29,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+import architectures
 import checkpoints
 import ddp
 import divergence
 import evaluation
+import feature_cache
 import recipe
 from divergence import TrainingDiverged  # train.py catches it as trainer.TrainingDiverged
 
@@ -112,6 +114,8 @@ class Trainer:
     callbacks: list[Any] = field(default_factory=list)
     sync_timing: bool = False  # synchronise CUDA inside each step so its timing split is exact (the profiler)
     log: Any = print
+    # feature_cache.FrozenFeatures: frozen-backbone epochs train and validate the head on these (train.py sets it)
+    frozen_features: Any = None
 
     def __post_init__(self) -> None:
         self.device = self.world.device
@@ -199,13 +203,16 @@ class Trainer:
             started = time.perf_counter()
             train_loss, train_accuracy, trainable = self._train_epoch(epoch)
             ddp.broadcast_buffers(self.model)
+            cached = self._cached(trainable)
             valid = evaluation.evaluate(
-                self.model,
-                self.valid_loader,
+                architectures.head_module(self.model) if cached else self.model,
+                feature_cache.FeatureLoader(cached.valid, self.valid_loader.batch_size or 1, None)
+                if cached
+                else self.valid_loader,
                 self.num_classes,
                 self.device,
                 self.autocast_dtype,
-                self.plan.channels_last,
+                self.plan.channels_last and not cached,
             )
             row = {
                 "epoch": epoch + 1,
@@ -215,6 +222,7 @@ class Trainer:
                 "valid_accuracy": valid.accuracy,
                 "lr": self.last_lr,
                 "backbone_trainable": trainable,
+                "cached_features": bool(cached),
                 "epoch_seconds": round(time.perf_counter() - started, 3),
             }
             self.history.append(row)
@@ -266,6 +274,11 @@ class Trainer:
             self.train_loader.generator.manual_seed(self.plan.seed * 7919 + epoch)
         trainable = recipe.backbone_trainable(epoch, self.plan.unfreeze_epoch)
         network = self._network(trainable)
+        cached = self._cached(trainable)
+        loader: Any = self.train_loader
+        if cached:  # the frozen backbone's outputs are cached: only the head runs
+            network = architectures.head_module(self.model)
+            loader = feature_cache.FeatureLoader(cached.train, self.train_loader.batch_size or 1, sampler)
         network.train()
         if not trainable or self.plan.freeze_bn:
             recipe.freeze_backbone_norms(self.model)
@@ -280,11 +293,11 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         bad_loss = False  # this rank saw a NaN/Inf step loss this epoch
         waited = time.perf_counter()
-        for step, (images, targets) in enumerate(_progress(self.train_loader, epoch, self.world)):
+        for step, (images, targets) in enumerate(_progress(loader, epoch, self.world)):
             if step >= self.plan.steps_per_epoch:
                 break
             images = images.to(self.device, non_blocking=True)
-            if self.plan.channels_last:
+            if self.plan.channels_last and not cached:
                 images = images.contiguous(memory_format=torch.channels_last)
             targets = targets.to(self.device, non_blocking=True)
             computing = time.perf_counter()
@@ -339,6 +352,17 @@ class Trainer:
         ddp.all_sum(count)
         total = max(1, int(count.item()))
         return float(loss_sum.item()) / total, int(correct.item()) / total, trainable
+
+    def _cached(self, trainable: bool) -> Any:
+        """The cached features when this epoch's backbone is frozen and they were computed, else None."""
+        return self.frozen_features if (self.frozen_features is not None and not trainable) else None
+
+    def frozen_epochs_left(self) -> bool:
+        """Whether an epoch from here on trains with the backbone frozen (so cached features would be used)."""
+        return any(
+            not recipe.backbone_trainable(e, self.plan.unfreeze_epoch)
+            for e in range(self.start_epoch, self.plan.epochs)
+        )
 
     def _nonfinite_loss(self, bad_loss: bool, step: int) -> bool:
         """Whether to end the epoch on a NaN/Inf step loss: at once in one process; under DDP every

@@ -20,7 +20,7 @@ import yaml
 from botocore.awsrequest import AWSResponse
 from moto import mock_aws
 
-from breedfilter import cli, metrics, sagemaker_jobs, search_space, tune_local
+from breedfilter import cli, metrics, sagemaker_jobs, search_space, tune_local, units
 from breedfilter.template import TEMPLATE_PATH
 from breedfilter.twin.local_aws import FAKE_CREDENTIALS
 from tests.image_datasets import make_dataset
@@ -34,7 +34,7 @@ REGION = "us-east-1"
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     """moto for every AWS call, and a record of each SageMaker request the launcher sends."""
-    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "MLFLOW_TRACKING_URI"):
         monkeypatch.delenv(name, raising=False)
     for name, value in {**FAKE_CREDENTIALS, "AWS_DEFAULT_REGION": REGION, "SAGEMAKER_VALIDATE_ROLE": "false"}.items():
         monkeypatch.setenv(name, value)
@@ -237,6 +237,41 @@ def test_the_best_trial_of_a_finished_tuning_job_becomes_a_flags_file(aws: dict,
     answers["DescribeHyperParameterTuningJob"]["HyperParameterTuningJobStatus"] = "InProgress"
     with pytest.raises(sagemaker_jobs.LaunchError, match="has no completed trial yet"):
         sagemaker_jobs.best_of_tuning_job("bf-tune-261122-013000", REGION, out, client=client)
+
+
+MLFLOW_ARN = "arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/breedfilter"
+
+
+def test_jobs_carry_the_mlflow_configuration_and_the_registry_step(aws: dict, capsys: Any) -> None:
+    assert launch("train", "--mlflow", MLFLOW_ARN, "--register-model", "dogs") == 0
+    request = aws["requests"]["CreateTrainingJob"]
+    assert request["Environment"] == {"MLFLOW_TRACKING_URI": MLFLOW_ARN, "MLFLOW_EXPERIMENT_NAME": "breedfilter"}
+    # train.py registers the job's model where SageMaker will put it ({job_name} is filled in by the job).
+    assert request["HyperParameters"]["register_model"] == "dogs"
+    assert (
+        request["HyperParameters"]["model_data_url"]
+        == f"s3://{BUCKET}/breedfilter/jobs/{{job_name}}/output/model.tar.gz"
+    )
+    opts = units.train_options().parse_options(
+        ["--data", "d", *(f"--{k.replace('_', '-')}={v}" for k, v in request["HyperParameters"].items())], env={}
+    )
+    assert (opts.register_model, opts.model_data_url) == ("dogs", request["HyperParameters"]["model_data_url"])
+    # A tuning job's trials share one experiment: the tuning job's name (each run is named after its job).
+    assert launch("tune", "--mlflow", MLFLOW_ARN, "--max-jobs", "2") == 0
+    tuning = aws["requests"]["CreateHyperParameterTuningJob"]
+    environment = tuning["TrainingJobDefinition"]["Environment"]
+    assert environment == {
+        "MLFLOW_TRACKING_URI": MLFLOW_ARN,
+        "MLFLOW_EXPERIMENT_NAME": tuning["HyperParameterTuningJobName"],
+    }
+    # Without --mlflow (and no MLFLOW_TRACKING_URI), each job keeps an embedded store in its output.
+    assert launch("train") == 0
+    assert aws["requests"]["CreateTrainingJob"]["Environment"] == {"MLFLOW_EXPERIMENT_NAME": "breedfilter"}
+    assert "register_model" not in aws["requests"]["CreateTrainingJob"]["HyperParameters"]
+    # A store on this machine is out of a job's reach: said before anything starts.
+    with pytest.raises(SystemExit):
+        launch("train", "--mlflow", "sqlite:///out/train/output/mlflow.db")
+    assert "--mlflow: a SageMaker job cannot reach sqlite:///out/train/output/mlflow.db" in capsys.readouterr().err
 
 
 def test_a_flag_given_to_the_tuner_is_fixed_not_searched(aws: dict, capsys: Any) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import optuna
 import pytest
+from mlflow.tracking import MlflowClient
 
 import options
 import train
@@ -266,8 +267,9 @@ def test_running_the_command_again_continues_the_study(study: Any, data: Path, c
 
 
 def test_subprocess_trials_are_scraped_like_sagemaker_and_fixed_flags_leave_the_search(
-    data: Path, tmp_path: Path, capsys: Any
+    data: Path, tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the study's own store, as a user gets it
     code, study = run_study(
         tmp_path, data, "--epochs", "2", "--trials", "2", "--batch-size", "16", "--jobs", "2", "--no-baseline"
     )
@@ -282,6 +284,15 @@ def test_subprocess_trials_are_scraped_like_sagemaker_and_fixed_flags_leave_the_
         last_line = [line for line in log.splitlines() if "best_valid_accuracy=" in line][-1]
         assert t.value == metrics.scrape(last_line)["best_valid_accuracy"]
     assert "fixed on the command line: batch_size" in capsys.readouterr().out
+    # Both trials, run side by side, in one MLflow experiment named after the study, in a store beside study.db.
+    (name,) = {Path(t.user_attrs["dir"]).parent.name for t in study.trials}
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / name / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name(name).experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["trial-000", "trial-001"]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    for run in runs:
+        trial = next(t for t in study.trials if Path(t.user_attrs["dir"]).name == run.info.run_name)
+        assert run.data.metrics["best_valid_accuracy"] == pytest.approx(trial.value, abs=1e-4)  # printed to 4 places
 
 
 def test_failing_trials_are_reported_and_the_study_goes_on(data: Path, tmp_path: Path, capsys: Any) -> None:
