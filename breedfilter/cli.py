@@ -17,6 +17,7 @@
     breedfilter review [--stack NAME]                  the review page: confirm, correct or reject images
     breedfilter review apply SOURCE LABEL|--reject     a person's decision on one image: the copy moves, once
     breedfilter dataset export --out DIR|s3://...      human-confirmed images as an ImageFolder (+ a manifest)
+    breedfilter status [--stack NAME] [--since MIN]    one screen of health: alarms, queues, waiting, decisions
 
 Each subcommand has --help.
 """
@@ -105,6 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from breedfilter import redrive
 
         return redrive.main(rest)
+    if command == "status":
+        from breedfilter import status_cli
+
+        return status_cli.main(rest)
     if command == "predict":
         from breedfilter import predict
 
