@@ -216,6 +216,7 @@ def model_fn(model_dir: str) -> LoadedModel:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     threads = _configure_threads() if device.type == "cpu" else None
     network = architectures.build_model(architecture, num_classes, weights="none")
+    _check_vendored(config, root)
     state = torch.load(weights_path, map_location="cpu", weights_only=True)
     try:
         network.load_state_dict(_plain_state_dict(state, weights_path), strict=True)
@@ -259,6 +260,27 @@ def model_fn(model_dir: str) -> LoadedModel:
         root,
     )
     return loaded
+
+
+def _check_vendored(config: Mapping[str, Any], root: Path) -> None:
+    """Warn when a package the artifact carries in code/ (config.json ``vendored``, e.g. ``{"timm": "1.0.31"}``)
+    was imported here in another version: the containers import code/'s copy first; the local twin imports
+    training/ and this environment's packages, which can differ from what the artifact was trained with."""
+    vendored = config.get("vendored") or {}
+    for package, version in vendored.items() if isinstance(vendored, Mapping) else ():
+        module = sys.modules.get(package)
+        found = getattr(module, "__version__", None)
+        if module is not None and found != version:
+            LOG.warning(
+                "%s carries %s %s in code/, but this process imported %s %s from %s: answers may differ from the "
+                "endpoint's",
+                root,
+                package,
+                version,
+                package,
+                found,
+                getattr(module, "__file__", "?"),
+            )
 
 
 PRECISION_VARIABLE = "BREEDFILTER_PRECISION"

@@ -2,13 +2,14 @@
 successor of the TorchServe-based PyTorch inference images.
 
 artifact.py copies this file to the artifact's root as ``deployment.py`` beside ``config.yaml``; the container
-puts /opt/ml/model and /opt/ml/model/code on the path (image v1.1+), installs code/requirements.txt, runs
-``serve run config.yaml`` and forwards SageMaker's ``POST /invocations`` to ``POST /`` here with the body and
-its Content-Type and Accept. The answers are inference.py's own, byte for byte: the same decoding, limits,
-S3 pointers, batches of base64 images and 4xx/5xx JSON errors. Single images from concurrent requests are
-decoded and transformed in threads, then classified together (Ray Serve's dynamic batching: up to
-inference.SERVE_MAX_BATCH images, waiting at most SERVE_BATCH_WAIT_S); a batch that fails is retried an image at
-a time, so one image's failure is its own. One forward pass runs at a time (the model's feature tap is shared).
+puts /opt/ml/model and /opt/ml/model/code on the path (image v1.1+), runs ``serve run config.yaml`` (there is
+no code/requirements.txt for it to install: a timm architecture's timm is vendored in code/) and forwards
+SageMaker's ``POST /invocations`` to ``POST /`` here with the body and its Content-Type and Accept. The answers
+are inference.py's own, byte for byte: the same decoding, limits, S3 pointers, batches of base64 images and
+4xx/5xx JSON errors. Single images from concurrent requests are decoded and transformed in threads, then
+classified together (Ray Serve's dynamic batching: up to inference.SERVE_MAX_BATCH images, waiting at most
+SERVE_BATCH_WAIT_S); a batch that fails is retried an image at a time, so one image's failure is its own. One
+forward pass runs at a time (the model's feature tap is shared).
 
     cd out/train/model && serve run config.yaml      # where ray[serve] is installed: http://127.0.0.1:8000/
 """

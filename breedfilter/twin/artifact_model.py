@@ -35,7 +35,9 @@ class ArtifactModel:
             model_dir = path
         elif path.is_file():
             self._unpacked = tempfile.TemporaryDirectory(prefix="breedfilter-model-")
-            model_dir = training_module("artifact").extract(path, Path(self._unpacked.name))
+            # offline=False: an artifact that a container would have to install packages for (written before
+            # artifacts carried them) still serves here, with this environment's packages; it is logged
+            model_dir = training_module("artifact").extract(path, Path(self._unpacked.name), offline=False)
         else:
             raise FileNotFoundError(f"no model artifact at {path} (train one: python training/train.py --data DIR)")
         self.model = self.inference.model_fn(str(model_dir))

@@ -1,7 +1,7 @@
 """Every package pinned in more than one place is pinned to the same version everywhere.
 
 The deployment units carry their own pins (the router's requirements.txt, training/requirements.txt for the
-SageMaker training container, training/inference-requirements.txt copied into every model artifact) and
+SageMaker training container; a model artifact pins nothing: it carries the timm it was trained with) and
 pyproject.toml pins what the tests and the CLI run with. A version bumped in one place only would test one
 thing and ship another.
 """
@@ -16,7 +16,6 @@ ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENT_FILES = (
     ROOT / "functions" / "router" / "requirements.txt",
     ROOT / "training" / "requirements.txt",
-    ROOT / "training" / "inference-requirements.txt",
 )
 PIN = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*==\s*([^\s;#]+)")
 
@@ -57,5 +56,5 @@ def test_the_units_pins_are_read():
     groups = all_pins()
     names = {name for group in groups for name in group}
     assert {"boto3", "aws-lambda-powertools", "torch", "torchvision", "timm", "moto"} <= names
-    router = groups[-3]
+    router = groups[-len(REQUIREMENT_FILES)]
     assert router["aws-lambda-powertools"][1].endswith("requirements.txt")

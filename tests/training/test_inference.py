@@ -75,7 +75,6 @@ def make_artifact(
     code.mkdir(exist_ok=True)
     for name in CODE_FILES:
         shutil.copy(TRAINING / name, code / name)
-    (code / "requirements.txt").write_text("timm==1.0.31\n")
     return root
 
 

@@ -3,6 +3,7 @@ runs train.py as the entry script, and the artifact's code/ holds the serving tr
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import shutil
@@ -12,7 +13,16 @@ import sys
 from tests.image_datasets import make_dataset
 from tests.support import ROOT, quick_args
 
-SERVING_CODE = {"inference.py", "imaging.py", "architectures.py", "open_set.py", "s3_pointer.py", "requirements.txt"}
+# the serving trio and its modules, and the timm it was trained with (a timm architecture): nothing to pip-install
+SERVING_CODE = {
+    "inference.py",
+    "imaging.py",
+    "architectures.py",
+    "open_set.py",
+    "s3_pointer.py",
+    "timm",
+    f"timm-{importlib.metadata.version('timm')}.dist-info",
+}
 
 
 def test_a_copy_of_the_source_dir_trains_reports_and_packs_only_the_serving_code(tmp_path):
