@@ -40,8 +40,10 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-build: $(SAM_STAMP)  ## sam build (no Docker needed: pure-Python dependencies)
-	$(SAM_ENV) $(SAM_VENV)/bin/sam build --template template.yaml
+# The functions build with functions/router/Makefile (BuildMethod: makefile): wheels for the Lambda's Python and arm64,
+# installed by this venv's pip, so neither Docker nor the Lambda's Python interpreter is needed here.
+build: $(SAM_STAMP)  ## sam build (no Docker, no Lambda Python interpreter: functions/router/Makefile)
+	$(SAM_ENV) PYTHON=$(CURDIR)/$(SAM_VENV)/bin/python $(SAM_VENV)/bin/sam build --template template.yaml
 
 venv: $(STAMP)
 sam-venv: $(SAM_STAMP)

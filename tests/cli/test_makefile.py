@@ -28,3 +28,15 @@ def recipe_environment(name: str) -> str:
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_sam_cli_telemetry_is_off_for_every_recipe() -> None:
     assert recipe_environment("SAM_CLI_TELEMETRY") == "0"
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_build_gives_the_functions_makefile_a_python_with_pip() -> None:
+    """``make build`` runs sam build, whose makefile builder runs functions/router/Makefile: it installs the Lambda's
+    wheels with the SAM CLI venv's pip (any Python with pip; never the Lambda's own version)."""
+    done = subprocess.run(
+        ["make", "-n", "-C", str(REPO_ROOT), "build"], capture_output=True, text=True, check=True, env=os.environ
+    )
+    sam_build = [line for line in done.stdout.splitlines() if "sam build" in line]
+    assert len(sam_build) == 1, done.stdout
+    assert f"PYTHON={REPO_ROOT}/.venv-sam/bin/python " in sam_build[0]

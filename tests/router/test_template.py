@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import os
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -465,3 +468,55 @@ def test_deployed_role_has_no_managed_policy_granting_data_actions_everywhere(mo
     assert managed == {"AWSLambdaBasicExecutionRole", "AWSXrayWriteOnlyAccess"}
     mappings = [r for r in transformed["Resources"].values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
     assert len(mappings) == 1 and mappings[0]["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+
+
+# -- (j) the functions build for the Lambda's Python without its interpreter ----------------------------------------
+
+FUNCTIONS = ("RouterFunction", "ReconcilerFunction")
+
+
+def router_makefile(*args: str) -> str:
+    """functions/router/Makefile as make reads it: ``print-NAME`` gives a variable's value, else a dry run."""
+    probe = 'print-%: ; @printf "%s" "$($*)"'
+    done = subprocess.run(
+        ["make", "-s", "--no-print-directory", "-f", "Makefile", "--eval", probe, *args],
+        cwd=ROUTER_DIR, capture_output=True, text=True, check=True, env={**os.environ, "PYTHON": "python3"},
+    )  # fmt: skip
+    return done.stdout
+
+
+needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+
+
+@needs_make
+def test_runtime_and_architecture_are_the_ones_the_makefile_builds_for(template: StackTemplate) -> None:
+    """The Lambda's Python is pinned once, in functions/router/Makefile: template.yaml must say the same."""
+    version = router_makefile("print-LAMBDA_PYTHON")
+    platforms = router_makefile("print-LAMBDA_PLATFORMS").split()
+    assert re.fullmatch(r"3\.\d+", version) and platforms
+    for name in FUNCTIONS:
+        resource = template.resource(name)
+        assert resource["Metadata"]["BuildMethod"] == "makefile", name
+        props = resource["Properties"]
+        assert props["Runtime"] == f"python{version}", name
+        assert props["CodeUri"].rstrip("/") == "functions/router", name
+        assert props["Architectures"] == ["arm64"] and all(p.endswith("_aarch64") for p in platforms), name
+
+
+@needs_make
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_makefile_target_installs_wheels_for_the_runtime_and_copies_the_code(
+    template: StackTemplate, function: str, tmp_path: Path
+) -> None:
+    recipe = router_makefile("--dry-run", f"build-{function}", f"ARTIFACTS_DIR={tmp_path}")
+    version = router_makefile("print-LAMBDA_PYTHON")
+    assert "-m pip install" in recipe and "--only-binary=:all:" in recipe and "--implementation cp" in recipe
+    assert f"--python-version {version}" in recipe and "--platform manylinux2014_aarch64" in recipe
+    assert f'--target "{tmp_path}"' in recipe and "-r requirements.txt" in recipe
+    sources = re.search(r"tar --create --exclude=__pycache__ (.+?) \|", recipe)
+    assert sources, recipe
+    copied = set(sources[1].split())
+    module = template.resource(function)["Properties"]["Handler"].rpartition(".")[0]
+    assert f"{module}.py" in copied
+    code = {p.name for p in ROUTER_DIR.iterdir() if p.suffix == ".py" or (p / "__init__.py").is_file()}
+    assert code <= copied, "a module of the router's code would be left out of the package"
