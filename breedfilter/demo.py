@@ -280,6 +280,9 @@ def print_summary(summary: dict[str, Any], twin: LocalTwin) -> None:
     run_dir = Path(summary["model_path"]).parent  # a model the demo trained keeps its training run beside it
     if (run_dir / "output" / "report.html").is_file():
         print(f"  .venv/bin/breedfilter report {short_path(run_dir)}   # how training went: rules, step times, plots")
+    store = run_dir / "output" / "mlflow.db"
+    if store.is_file():  # train.py's embedded MLflow store: the run, its metrics, files and logged model
+        print(f"  .venv/bin/mlflow ui --backend-store-uri sqlite:///{short_path(store)}   # the MLflow run")
     training = f" (training {summary['training_seconds']:.0f} s)" if summary.get("training_seconds") else ""
     print(f"demo wall time: {summary['wall_seconds']:.0f} s{training}; all local servers stopped.")
     print("next: `make test` runs every test; README.md has the cloud path (sam build / sam deploy).")

@@ -44,6 +44,7 @@ def run_demo(*argv: str) -> dict:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads child processes from /proc")
 def test_demo_trains_serves_routes_everything_once_and_cleans_up(demo_dirs, monkeypatch, capsys):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # as a user runs it: the run's own embedded store
     before = dict(os.environ)
     summary = run_demo("--per-label", "2")
     changed = {k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k)}
@@ -88,6 +89,7 @@ def test_demo_trains_serves_routes_everything_once_and_cleans_up(demo_dirs, monk
         "all local servers stopped",
         "breedfilter local up",
         "# how training went",  # breedfilter report on the training run beside the model it made
+        "mlflow ui --backend-store-uri sqlite:///",  # the run as MLflow recorded it
     )
     for line in expected:
         assert line in printed, line
