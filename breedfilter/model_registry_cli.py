@@ -44,15 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def tracking_uri(option: str) -> str:
-    if option or os.environ.get("MLFLOW_TRACKING_URI"):
-        return option or os.environ["MLFLOW_TRACKING_URI"]
-    store = LOCAL_STORE / "mlflow.db"
-    if not store.is_file():
+    """train.py's own choice (the option, MLFLOW_TRACKING_URI, else the embedded store), which must exist."""
+    tracking = units.training_module("observability.mlflow_tracking")
+    uri = tracking.tracking_uri(option, LOCAL_STORE)
+    store = LOCAL_STORE / tracking.EMBEDDED_DB
+    if uri == tracking.embedded_uri(LOCAL_STORE) and not store.is_file():
         raise RegistryError(
             f"no tracking store: {store} does not exist (train with python training/train.py --register-model NAME, "
             "or pass --tracking-uri / set MLFLOW_TRACKING_URI)"
         )
-    return units.training_module("observability.mlflow_tracking").embedded_uri(LOCAL_STORE)
+    return uri
 
 
 def describe(version: Any) -> dict[str, Any]:

@@ -245,8 +245,9 @@ class Tuner:
         """Every trial in one MLflow experiment named after the study, in one store beside study.db (unless the
         flags or MLFLOW_TRACKING_URI name another), each run named after its trial."""
         flags = [f"--mlflow-run-name={trial_dir.name}"]
-        if self.tracking_uri() is not None:
-            flags.append(f"--mlflow-uri={self.tracking_uri()}")
+        uri = self.tracking_uri()
+        if uri is not None:
+            flags.append(f"--mlflow-uri={uri}")
         if "mlflow_experiment" not in self.args.given:
             flags.append(f"--mlflow-experiment={self.args.study}")
         return flags

@@ -259,7 +259,7 @@ def _tracker(opts: argparse.Namespace, world: ddp.World, data: Data) -> mlflow_t
     tracker = mlflow_tracking.MlflowRun(
         mlflow_tracking.tracking_uri(opts.mlflow_uri, opts.output_data_dir),
         opts.mlflow_experiment,
-        mlflow_tracking.run_name(opts.mlflow_run_name),
+        mlflow_tracking.run_name(opts.mlflow_run_name, _environment_job_name()),
         opts.output_data_dir,
     )
     sizes = {f"{split}_images": len(s.samples) for split, s in data.index.splits.items()}
@@ -269,20 +269,13 @@ def _tracker(opts: argparse.Namespace, world: ddp.World, data: Data) -> mlflow_t
 
 def _track_outputs(tracker: mlflow_tracking.MlflowRun, opts: argparse.Namespace, summary: dict[str, Any]) -> None:
     """The finished run's numbers, files and model in MLflow; then the registry gate, when asked for."""
-    tracker.log_outputs(summary, opts.model_dir, opts.name)
+    final = tracker.log_outputs(summary, opts.model_dir, opts.name)
     if opts.register_model:
         if tracker.model_id is None:
             log.error("registry: %s not registered: the model could not be logged to MLflow", opts.register_model)
         else:
             gate = model_registry.Gate(opts.gate_min_test_accuracy, opts.gate_max_unknown_sorted)
-            measured = mlflow_tracking.decision_metrics(opts.output_data_dir, summary)
-            verdict = model_registry.judge(
-                gate,
-                {
-                    "test_accuracy": (summary.get("test") or {}).get("accuracy"),
-                    "unknown_sorted_share": measured.get("unknown_sorted_share"),
-                },
-            )
+            verdict = model_registry.judge(gate, final)  # test_accuracy, unknown_sorted_share (when measured)
             tracker.safely(
                 "the registry",
                 lambda: model_registry.register(

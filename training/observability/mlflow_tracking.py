@@ -97,14 +97,9 @@ def prepare(uri: str, experiment: str) -> str:
     return ensure_experiment(MlflowClient(tracking_uri=uri), uri, experiment)
 
 
-def run_name(option: str, env: dict[str, str] | os._Environ[str] = os.environ) -> str | None:
+def run_name(option: str, job_name: str, env: dict[str, str] | os._Environ[str] = os.environ) -> str | None:
     """The option, else MLFLOW_RUN_NAME, else the SageMaker job's name (tuning trials are told apart by it)."""
-    if option:
-        return option
-    if env.get("MLFLOW_RUN_NAME"):
-        return env["MLFLOW_RUN_NAME"]
-    job = json.loads(env.get("SM_TRAINING_ENV", "{}") or "{}").get("job_name")
-    return job or None
+    return option or env.get("MLFLOW_RUN_NAME") or job_name or None
 
 
 class MlflowRun:
@@ -117,13 +112,12 @@ class MlflowRun:
             raise TrackingUnavailable(
                 "MLflow tracking needs the mlflow package (pip install mlflow), or --mlflow off"
             ) from exc
-        self.uri = uri
         self.output_dir = Path(output_dir)
         if is_embedded(uri):
             self.output_dir.mkdir(parents=True, exist_ok=True)
         try:
             self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-            self.experiment_id = self._experiment(experiment)
+            self.experiment_id = ensure_experiment(self.client, uri, experiment)
             self.run_id = self.client.create_run(
                 self.experiment_id, run_name=name, tags={"project": "breedfilter"}
             ).info.run_id
@@ -131,13 +125,9 @@ class MlflowRun:
             raise TrackingUnavailable(
                 f"MLflow tracking at {uri}: {_first_line(exc)} (or train with --mlflow off)"
             ) from exc
-        self.experiment = experiment
         self.model_id: str | None = None
         self.finished = False
         log.info("mlflow: run %s in experiment %r at %s", self.run_id, experiment, uri)
-
-    def _experiment(self, name: str) -> str:
-        return ensure_experiment(self.client, self.uri, name)
 
     # -- during the run ---------------------------------------------------------------------------------
     def log_params(self, params: dict[str, Any]) -> None:
@@ -164,8 +154,9 @@ class MlflowRun:
             self.safely("metrics", lambda: self.client.log_batch(self.run_id, metrics=metrics))
 
     # -- at the end -------------------------------------------------------------------------------------
-    def log_outputs(self, summary: dict[str, Any], model_dir: Path | None, model_name: str) -> None:
-        """The summary's final numbers, the rule verdicts, the run's files and the model as a logged model."""
+    def log_outputs(self, summary: dict[str, Any], model_dir: Path | None, model_name: str) -> dict[str, Any]:
+        """The summary's final numbers, the rule verdicts, the run's files and the model as a logged model.
+        Returns the final numbers (``test_accuracy``, ``unknown_sorted_share`` when measured…): the gate's input."""
         final = {
             "best_valid_accuracy": summary.get("best_valid_accuracy"),
             "best_valid_loss": summary.get("best_valid_loss"),
@@ -188,6 +179,7 @@ class MlflowRun:
         # Once, at the last epoch's step, linked to the logged model when there is one.
         history = summary.get("history") or [{}]
         self.log_metrics(final, step=int(history[-1].get("epoch") or 0), model_id=self.model_id)
+        return final
 
     def _log_model(self, model_dir: Path, name: str) -> str:
         config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
