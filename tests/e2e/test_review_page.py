@@ -87,7 +87,9 @@ def test_a_reviewer_clears_the_queue_with_the_keyboard(browser: Any, page: tuple
     harness, server = page
     browser.get(server.url)
     wait_for(browser, lambda b: len(tiles(b)) == UNSURE)
-    assert all(b.get_attribute("naturalWidth") != "0" for b in browser.find_elements(By.CSS_SELECTOR, "img"))
+    images = browser.find_elements(By.CSS_SELECTOR, "img")
+    wait_for(browser, lambda b: all(image.get_property("complete") for image in images))  # loaded or failed
+    assert images and all(image.get_property("naturalWidth") > 0 for image in images)  # none failed
     if os.environ.get("BREEDFILTER_SCREENSHOT"):
         browser.save_screenshot(os.environ["BREEDFILTER_SCREENSHOT"])
 
