@@ -137,12 +137,25 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
     data.add_argument("--verify-images", type=str2bool, default=True, help="decode every image before training")
     data.add_argument("--skip-bad-images", type=str2bool, default=False, help="skip unreadable images (counted)")
     data.add_argument("--num-workers", type=int, default=min(os.cpu_count() or 1, 8), help="data loader workers")
+    data.add_argument(
+        "--decode",
+        choices=["cpu", "device"],
+        default="cpu",
+        help="where train/valid JPEGs are decoded and augmented: in the loader workers (Pillow), or on the training "
+        "device (nvJPEG on a GPU; training/device_decode.py). Test and decision metrics always use the endpoint's",
+    )
 
     model = parser.add_argument_group("model")
     model.add_argument("--model", default="resnet50", help="torchvision name (resnet50, efficientnet_b0…) or timm/NAME")
     model.add_argument("--weights", default="imagenet", help="imagenet, none, or a local state dict file")
     model.add_argument("--image-size", type=int, default=0, help="crop size (0: the weights' own)")
     model.add_argument("--channels-last", type=str2bool, default=True)
+    model.add_argument(
+        "--compile",
+        type=str2bool,
+        default=False,
+        help="torch.compile the training step's network (compiles once per trainable set; evaluation stays eager)",
+    )
 
     recipe = parser.add_argument_group("recipe (defaults from --recipe; any flag overrides)")
     recipe.add_argument("--recipe", choices=sorted(RECIPES), default="finetune")

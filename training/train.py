@@ -38,6 +38,7 @@ import artifact
 import checkpoints
 import ddp
 import decision_fit
+import device_decode
 import evaluation
 import feature_cache
 import imagefolder
@@ -77,8 +78,8 @@ class Data:
     preprocessing: imaging.Preprocessing
     train_set: imagefolder.ImageFolderDataset
     valid_set: imagefolder.ImageFolderDataset
-    train_loader: DataLoader
-    valid_loader: DataLoader
+    train_loader: Any  # a DataLoader, or device_decode.DeviceDecodedLoader around one
+    valid_loader: Any
     steps: int
 
 
@@ -113,7 +114,7 @@ def run(opts: argparse.Namespace, world: ddp.World, callbacks: Sequence[Any] = (
             else None
         )
         elapsed = time.perf_counter() - started
-        summary = _summary(opts, data.index, data.preprocessing, fit.history, fit, test, elapsed, world)
+        summary = _summary(opts, data, fit.history, fit, test, elapsed, world)
         if world.is_main:
             _write_outputs(opts, model, labels, data.preprocessing, summary, test, decisions)
             if opts.report:
@@ -140,10 +141,12 @@ def _data(opts: argparse.Namespace, world: ddp.World) -> Data:
     log.info("model %s, weights %s, preprocessing %s", opts.model, opts.weights, pre.to_dict())
     # RandomResizedCrop may take 8% of the area: decode JPEGs large enough that even that crop is not upscaled.
     train_draft = max(pre.resize, math.ceil(pre.crop / math.sqrt(0.08)))
-    train_set = imagefolder.ImageFolderDataset(
+    # --decode device: workers read the files; JPEGs are decoded and transformed on the training device.
+    folder = device_decode.EncodedImageFolder if opts.decode == "device" else imagefolder.ImageFolderDataset
+    train_set = folder(
         index.splits["train"], imaging.train_transform(pre, augment=opts.augment), (train_draft, train_draft)
     )
-    valid_set = imagefolder.ImageFolderDataset(index.splits["valid"], imaging.eval_transform(pre), pre.draft_size())
+    valid_set = folder(index.splits["valid"], imaging.eval_transform(pre), pre.draft_size())
     train_sampler = ddp.EpochShuffleSampler(len(train_set), world, opts.seed, opts.batch_size)
     train_loader = _loader(train_set, opts, world, train_sampler)
     valid_loader = _loader(valid_set, opts, world, ddp.ShardSampler(len(valid_set), world))
@@ -192,6 +195,8 @@ def _fit(
             fit.frozen_features = _frozen_features(opts, world, data, model, fit)
     if debugger is not None:
         debugger.attach(model, next_step=fit.global_step + 1)
+    if opts.compile:
+        log.info("compile: the training steps run torch.compile'd (the first step of each trainable set compiles)")
     log.info(
         "training: %d train / %d valid images, %d classes, %d epochs × %d steps, batch %d × %d process(es), %s",
         len(data.train_set),
@@ -212,7 +217,7 @@ def _fit(
         try:
             if world.is_main:
                 elapsed = time.perf_counter() - started
-                summary = _summary(opts, data.index, data.preprocessing, fit.history, fit, None, elapsed, world)
+                summary = _summary(opts, data, fit.history, fit, None, elapsed, world)
                 opts.output_data_dir.mkdir(parents=True, exist_ok=True)
                 text = json.dumps({**summary, "diverged": True}, indent=1) + "\n"
                 (opts.output_data_dir / "metrics.json").write_text(text, encoding="utf-8")
@@ -363,9 +368,10 @@ def _loader(
     opts: argparse.Namespace,
     world: ddp.World,
     sampler: Any,
-) -> DataLoader:
+) -> Any:
     workers = max(0, opts.num_workers)
-    return DataLoader(
+    encoded = isinstance(dataset, device_decode.EncodedImageFolder)
+    loader = DataLoader(
         dataset,
         batch_size=opts.batch_size,
         sampler=sampler,
@@ -373,7 +379,19 @@ def _loader(
         pin_memory=world.device.type == "cuda",
         generator=torch.Generator(),
         prefetch_factor=4 if workers else None,
+        collate_fn=device_decode.collate if encoded else None,
     )
+    if not encoded:
+        return loader
+    decoder = device_decode.DeviceDecoder(dataset.transform, world.device)
+    log.info(
+        "decode: %s split JPEGs decoded by %s and transformed on %s%s; test and decision metrics use Pillow",
+        dataset.split.split,
+        decoder.backend,
+        world.device,
+        " (nvJPEG)" if world.device.type == "cuda" else ", in the main process",
+    )
+    return device_decode.DeviceDecodedLoader(loader, decoder)
 
 
 def _seed_everything(seed: int, deterministic: bool) -> None:
@@ -389,14 +407,14 @@ def _seed_everything(seed: int, deterministic: bool) -> None:
 
 def _summary(
     opts: argparse.Namespace,
-    index: imagefolder.DatasetIndex,
-    pre: imaging.Preprocessing,
+    data: Data,
     history: list[dict[str, Any]],
     fit: trainer_module.Trainer,
     test: evaluation.Evaluation | None,
     seconds: float,
     world: ddp.World,
 ) -> dict[str, Any]:
+    index, pre = data.index, data.preprocessing
     best_row = next((row for row in history if row["epoch"] == fit.best["epoch"]), {})
     return {
         "model": opts.model,
@@ -426,8 +444,26 @@ def _summary(
             "computed_seconds": round(fit.frozen_features.computed_seconds, 2),
             "read_seconds": round(fit.frozen_features.read_seconds, 2),
         },
+        "decode": _decode_summary(opts, data),
+        "compiled": opts.compile,
         "hyperparameters": options_module.hyperparameters(opts),
         "environment": _environment(world),
+    }
+
+
+def _decode_summary(opts: argparse.Namespace, data: Data) -> dict[str, Any]:
+    """Where train/valid images were decoded; on the device, by which decoder and how many Pillow took over."""
+    decoders = [
+        loader.decoder
+        for loader in (data.train_loader, data.valid_loader)
+        if isinstance(loader, device_decode.DeviceDecodedLoader)
+    ]
+    if not decoders:
+        return {"where": opts.decode}
+    return {
+        "where": opts.decode,
+        "backend": decoders[0].backend,
+        "fallbacks": sum(decoder.fallbacks for decoder in decoders),
     }
 
 
@@ -449,13 +485,18 @@ def _watchers(
     opts: argparse.Namespace, world: ddp.World, labels: list[str], model: torch.nn.Module
 ) -> tuple[debugger_module.Debugger | None, profiler_module.Profiler | None, Any]:
     """The debugger, the profiler and smdebug's hook, as the flags ask (None where off)."""
+    collections = rule_spec.parse_collections(opts.debugger_collections)  # {name: interval, 0: the default}
+    if opts.debugger and opts.compile and collections.pop("activations", None) is not None:
+        # Forward hooks inside a compiled network split its graph on every recorded step (and Inductor's backward
+        # then trips over in-place activations); weights, gradients, losses and inputs are read outside it.
+        log.info("compile: the debugger records no activations (its forward hooks would run inside the graph)")
     debugger = (
         debugger_module.Debugger(
             opts.output_data_dir,
             labels,
             world,
             interval=opts.debugger_interval,
-            collections=rule_spec.parse_collections(opts.debugger_collections),  # {name: interval, 0: the default}
+            collections=collections,
             rules=opts.debugger_rules,
             tensorboard_dir=opts.tensorboard_dir,
         )

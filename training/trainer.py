@@ -85,6 +85,7 @@ class Plan:
     early_stopping_patience: int
     seed: int
     freeze_bn: bool = False
+    compile: bool = False  # torch.compile the network the training steps call (evaluation stays eager)
 
     @classmethod
     def from_options(cls, options: Any, steps_per_epoch: int) -> Plan:
@@ -148,6 +149,7 @@ class Trainer:
         self.last_lr = self.plan.lr
         self._wrapped: nn.Module | None = None
         self._wrapped_trainable: bool | None = None
+        self._compiled: tuple[nn.Module, nn.Module] | None = None  # (what was compiled, the compiled module)
 
     # -- checkpoints -------------------------------------------------------------------------------------
     def resume(self) -> bool:
@@ -376,15 +378,23 @@ class Trainer:
         return bool(ddp.all_sum(flag).item())
 
     def _network(self, trainable: bool) -> nn.Module:
-        """The model as this epoch trains it; under DDP re-wrapped whenever the trainable set changes."""
+        """The model as this epoch trains it; under DDP re-wrapped whenever the trainable set changes; with
+        ``--compile`` the torch.compile'd form of that."""
         recipe.set_backbone_trainable(self.model, trainable)
-        if not self.world.distributed:
-            return self.model
-        if self._wrapped is None or self._wrapped_trainable != trainable:
-            device_ids = [self.world.local_rank] if self.device.type == "cuda" else None
-            self._wrapped = DistributedDataParallel(self.model, device_ids=device_ids)
-            self._wrapped_trainable = trainable
-        return self._wrapped
+        network = self.model
+        if self.world.distributed:
+            if self._wrapped is None or self._wrapped_trainable != trainable:
+                device_ids = [self.world.local_rank] if self.device.type == "cuda" else None
+                self._wrapped = DistributedDataParallel(self.model, device_ids=device_ids)
+                self._wrapped_trainable = trainable
+            network = self._wrapped
+        if not self.plan.compile:
+            return network
+        if self._compiled is None or self._compiled[0] is not network:
+            # Shares the parameters: the optimizer, checkpoints and state_dict keys stay the eager model's. A change
+            # of the trainable set or of train/eval mode recompiles once (Dynamo's guards), then runs compiled.
+            self._compiled = (network, torch.compile(network))
+        return self._compiled[1]
 
 
 def metric_line(row: dict[str, Any], prefix: str = "") -> str:
