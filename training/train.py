@@ -61,13 +61,27 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[Any] = ()) -> di
     logging.basicConfig(
         level=logging.INFO if world.is_main else logging.WARNING,
         format=f"%(asctime)s [rank {world.rank}] %(message)s" if world.distributed else "%(asctime)s %(message)s",
-        stream=sys.stdout,
+        handlers=[_StdoutHandler()],
         force=True,
     )
     try:
         return run(opts, world, callbacks)
     finally:
         ddp.teardown()
+
+
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` is when a record is logged, not the stream it was when ``main`` ran: a
+    caller that swaps stdout (pytest's capture, a notebook) and closes the old one never leaves logging a dead
+    stream."""
+
+    @property
+    def stream(self) -> Any:  # type: ignore[override]
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:  # StreamHandler.__init__ assigns it
+        pass
 
 
 @dataclass
