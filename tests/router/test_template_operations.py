@@ -138,7 +138,7 @@ SINGLE_METRIC_ALARMS = {
         "router-endpoint-failures",
         "breedfilter",
         "EndpointUnavailable",
-        {"service": "breedfilter-router"},
+        {"service": {"Fn::Sub": "${NamePrefix}-router"}},
         "Sum",
         900,
         "EndpointFailuresAlarmThreshold",
@@ -160,7 +160,7 @@ SINGLE_METRIC_ALARMS = {
         "stuck-objects",
         "breedfilter",
         "StuckObjectsFound",
-        {"service": "breedfilter-reconciler"},
+        {"service": {"Fn::Sub": "${NamePrefix}-reconciler"}},
         "Maximum",
         900,
         "StuckObjectsAlarmThreshold",
@@ -416,6 +416,22 @@ def test_router_metric_alarms_read_metrics_the_router_emits(
     assert checked == 4
 
 
+def test_two_stacks_in_one_account_watch_their_own_router_and_reconciler(template: StackTemplate) -> None:
+    """The service dimension is the stack's NamePrefix: staging's alarms and graphs never read production's."""
+    staging = with_parameters(template, NamePrefix="staging")
+    assert powertools(staging, ROUTER) == ("breedfilter", "staging-router")
+    assert powertools(staging, RECONCILER) == ("breedfilter", "staging-reconciler")
+    services = set()
+    for logical_id in ("RouterEndpointFailuresAlarm", "ReviewShareAlarm", "UnknownShareAlarm", "StuckObjectsAlarm"):
+        for namespace, _, dims in metric_stats(staging, logical_id):
+            assert namespace == "breedfilter"
+            services |= {value for name, value in dims if name == "service"}
+    board = json.dumps(dashboard(staging))
+    assert services == {"staging-router", "staging-reconciler"}
+    assert "breedfilter-router" not in board and "breedfilter-reconciler" not in board
+    assert "'staging-router'" in board and '"staging-reconciler"' in board
+
+
 def test_classified_images_are_the_answers_of_the_model(template: StackTemplate, router_output) -> None:
     """The shares divide by EndpointLatency's sample count: one sample per image the model answered (SORTED or
     REVIEW), none for an image rejected before the endpoint."""
@@ -479,13 +495,13 @@ def test_share_alarm_is_a_percentage_of_the_classified_images(
     namespace, service = powertools(template, ROUTER)
     classified = queries["classified"]["MetricStat"]["Metric"]
     assert (classified["Namespace"], classified["MetricName"]) == (namespace, "EndpointLatency")
-    assert dimensions(classified["Dimensions"]) == {"service": service}
+    assert resolved_dimensions(template, classified["Dimensions"]) == {("service", service)}
     wanted = {
-        "review": ("ImagesToReview", {"service": service}),
-        "unknown": ("ImagesRouted", {"service": service, "status": "REVIEW", "label": "unknown_label"}),
+        "review": ("ImagesToReview", {("service", service)}),
+        "unknown": ("ImagesRouted", {("service", service), ("status", "REVIEW"), ("label", "unknown_label")}),
     }[numerator]
     counted = queries[numerator]["MetricStat"]["Metric"]
-    assert (counted["MetricName"], dimensions(counted["Dimensions"])) == wanted
+    assert (counted["MetricName"], resolved_dimensions(template, counted["Dimensions"])) == wanted
     assert counted["Namespace"] == namespace
     percent = "ReviewShareAlarmPercent" if numerator == "review" else "UnknownShareAlarmPercent"
     assert alarm["Threshold"] == {"Ref": percent}
