@@ -152,7 +152,7 @@ def test_a_slow_dataset_fires_the_dataloader_rule_with_a_recommendation(tmp_path
     original = imagefolder.ImageFolderDataset.__getitem__
 
     def slow(self, index):
-        time.sleep(0.03)
+        time.sleep(0.1)  # 0.8 s a batch of 8: far above the tiny network's step, even on a loaded machine
         return original(self, index)
 
     monkeypatch.setattr(imagefolder.ImageFolderDataset, "__getitem__", slow)
