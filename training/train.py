@@ -25,7 +25,8 @@ import platform
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,22 +59,37 @@ def main(argv: Sequence[str] | None = None, callbacks: Sequence[Any] = ()) -> di
     """Parse the options and train; returns the run's summary (also written to metrics.json)."""
     opts = options_module.parse_options(argv)
     world = ddp.setup()
-    logging.basicConfig(
-        level=logging.INFO if world.is_main else logging.WARNING,
-        format=f"%(asctime)s [rank {world.rank}] %(message)s" if world.distributed else "%(asctime)s %(message)s",
-        handlers=[_StdoutHandler()],
-        force=True,
+    with _logging_to_stdout(world):
+        try:
+            return run(opts, world, callbacks)
+        finally:
+            ddp.teardown()
+
+
+@contextmanager
+def _logging_to_stdout(world: ddp.World) -> Iterator[None]:
+    """The run's log lines on stdout (where SageMaker's metric definitions read them), for this call only: the
+    root logger gets one handler and a level, and gets its own back on return, so a caller that trains
+    in-process (a notebook, the tests, local tuning) keeps its logging as it was."""
+    root = logging.getLogger()
+    handler = _StdoutHandler()
+    handler.setFormatter(
+        logging.Formatter(
+            f"%(asctime)s [rank {world.rank}] %(message)s" if world.distributed else "%(asctime)s %(message)s"
+        )
     )
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO if world.is_main else logging.WARNING)
     try:
-        return run(opts, world, callbacks)
+        yield
     finally:
-        ddp.teardown()
+        root.removeHandler(handler)
+        root.setLevel(level)
 
 
 class _StdoutHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stdout`` is when a record is logged, not the stream it was when ``main`` ran: a
-    caller that swaps stdout (pytest's capture, a notebook) and closes the old one never leaves logging a dead
-    stream."""
+    """Writes to whatever ``sys.stdout`` is when a record is logged, not the stream it was when the run began."""
 
     @property
     def stream(self) -> Any:  # type: ignore[override]
@@ -198,6 +214,7 @@ def _fit(
         identity=identity,
         callbacks=[*callbacks, *watchers, *([board] if board else [])],
         sync_timing=profiler is not None,
+        compile=opts.compile,
         log=log.info,
     )
     if opts.resume:

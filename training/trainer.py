@@ -85,7 +85,6 @@ class Plan:
     early_stopping_patience: int
     seed: int
     freeze_bn: bool = False
-    compile: bool = False  # torch.compile the network the training steps call (evaluation stays eager)
 
     @classmethod
     def from_options(cls, options: Any, steps_per_epoch: int) -> Plan:
@@ -114,6 +113,9 @@ class Trainer:
     identity: dict[str, Any]
     callbacks: list[Any] = field(default_factory=list)
     sync_timing: bool = False  # synchronise CUDA inside each step so its timing split is exact (the profiler)
+    # torch.compile the network the training steps call (evaluation stays eager). Not part of the plan: a run
+    # may resume compiled or not, since it changes how the steps run, not what they compute.
+    compile: bool = False
     log: Any = print
     # feature_cache.FrozenFeatures: frozen-backbone epochs train and validate the head on these (train.py sets it)
     frozen_features: Any = None
@@ -388,7 +390,7 @@ class Trainer:
                 self._wrapped = DistributedDataParallel(self.model, device_ids=device_ids)
                 self._wrapped_trainable = trainable
             network = self._wrapped
-        if not self.plan.compile:
+        if not self.compile:
             return network
         if self._compiled is None or self._compiled[0] is not network:
             # Shares the parameters: the optimizer, checkpoints and state_dict keys stay the eager model's. A change

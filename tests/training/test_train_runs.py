@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import logging
 import re
 import sys
 import tarfile
@@ -252,6 +253,16 @@ def test_runs_as_a_sagemaker_job_from_its_environment(dataset, tmp_path):
     assert not list(tmp_path.rglob("model.tar.gz"))  # SageMaker tars SM_MODEL_DIR itself
     metrics = json.loads((root / "output" / "data" / "metrics.json").read_text())
     assert metrics["test"]["count"] == 24 and metrics["hyperparameters"]["channels_last"] is False
+
+
+def test_training_in_process_leaves_the_callers_logging_as_it_was(dataset, tmp_path, capsys):
+    root = logging.getLogger()
+    before = (list(root.handlers), root.level)
+    train.main(quick_args(dataset, tmp_path, "--epochs", "1", "--debugger", "off", "--profiler", "off"))
+    assert "epoch=1;" in capsys.readouterr().out  # the run logged to stdout while it ran
+    assert (list(root.handlers), root.level) == before
+    logging.getLogger("after.the.run").warning("not for stdout")
+    assert "not for stdout" not in capsys.readouterr().out
 
 
 def test_mixed_precision_runs_where_asked(dataset, tmp_path):
