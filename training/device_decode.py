@@ -113,7 +113,7 @@ def _torchvision() -> JpegDecode:
     from torchvision.io import ImageReadMode, decode_jpeg
 
     def decode(data: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
-        with warnings.catch_warnings():  # deprecated since torchvision 0.29 in favour of TorchCodec (said once)
+        with warnings.catch_warnings():  # deprecated since 0.29 for TorchCodec: jpeg_backend logs when it is used
             warnings.simplefilter("ignore", DeprecationWarning)
             return list(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
 
@@ -143,7 +143,7 @@ def jpeg_backend(device: torch.device, names: Sequence[str] = tuple(BACKENDS)) -
             failures.append(f"{name}: {type(exc).__name__}: {first_line}")
             continue
         if failures:
-            log.info("decode: %s decodes JPEGs on %s (%s)", name, device, "; ".join(failures))
+            log.warning("decode: %s decodes JPEGs on %s (%s)", name, device, "; ".join(failures))
         return name, decode
     raise RuntimeError(f"no JPEG decoder works on {device}: " + "; ".join(failures))
 
@@ -189,7 +189,7 @@ class DeviceDecoder:
         """Pillow's decode of a JPEG the device decoder refused; ``ImageInputError`` naming the file if it fails too."""
         self.fallbacks += 1
         if not self._warned:
-            log.info("decode on %s: %s was refused (%s); Pillow decodes such JPEGs", self.device, item.source, exc)
+            log.warning("decode on %s: %s was refused (%s); Pillow decodes such JPEGs", self.device, item.source, exc)
             self._warned = True
         try:
             image = imaging.decode_rgb(item.data.numpy().tobytes())

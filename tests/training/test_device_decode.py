@@ -87,21 +87,26 @@ def test_the_device_stage_gives_the_pixels_the_cpu_path_gives(tmp_path: Path, ba
     image = photo()
     split = folder(
         tmp_path,
-        {"a.jpg": jpeg(image), "b.png": png(image), "c.jpg": rotated(image), "d.jpg": jpeg(image.convert("CMYK"))},
+        {
+            "a.jpg": jpeg(image),
+            "b.png": png(image),
+            "c.jpg": rotated(image),
+            "d.jpg": jpeg(image.convert("CMYK")),
+            "e.jpg": jpeg(image.convert("L")),
+        },
     )
     transform = imaging.eval_transform(PRE)
     encoded = device_decode.EncodedImageFolder(split, transform, None)
     reference = imagefolder.ImageFolderDataset(split, transform, None)
     items = [encoded[i][0] for i in range(len(encoded))]
-    assert [item.encoded for item in items] == [True, False, False, False]
-    assert all(
-        item.source.endswith(name) for item, name in zip(items, ["a.jpg", "b.png", "c.jpg", "d.jpg"], strict=True)
-    )
+    assert [item.encoded for item in items] == [True, False, False, False, True]
+    names = ["a.jpg", "b.png", "c.jpg", "d.jpg", "e.jpg"]
+    assert all(item.source.endswith(name) for item, name in zip(items, names, strict=True))
     decoder = device_decode.DeviceDecoder(transform, torch.device("cpu"), backend)
     assert decoder.backend == backend
     batch = decoder(items)
     expected = torch.stack([reference[i][0] for i in range(len(reference))])
-    assert batch.shape == expected.shape == (4, 3, 56, 56)
+    assert batch.shape == expected.shape == (5, 3, 56, 56)
     assert torch.equal(batch, expected)  # same libjpeg-turbo, same transform: the same numbers
     assert decoder.fallbacks == 0
 
