@@ -26,6 +26,7 @@ Used by train.py (``--decode device``); ``bench/train_gpu_levers.py`` measures i
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import logging
@@ -202,16 +203,53 @@ class DeviceDecodedLoader:
     """Wraps a DataLoader of ``EncodedImageFolder`` batches: iterating yields ``(images on device, targets)``.
 
     ``sampler``, ``generator``, ``batch_size``, ``dataset`` and ``len()`` are the wrapped loader's, so the trainer
-    treats it as a DataLoader. The time decoding takes counts as waiting for data, which is what it is.
+    treats it as a DataLoader. Time spent decoding that the step did not hide counts as waiting for data.
+
+    ``prefetch`` (train.py: on a GPU) decodes the next batch in one background thread while the training step
+    runs, on a side CUDA stream where there is one: the decoder's CPU work (parsing, the Huffman stage nvJPEG
+    leaves to the CPU on some GPUs, the transforms' kernel launches) overlaps the step instead of adding to it.
+    Without it batches are decoded on the calling thread, in order, drawing augmentation parameters from the
+    global RNG exactly as the CPU path does (so a CPU run resumes exactly).
     """
 
-    def __init__(self, loader: Any, decoder: DeviceDecoder) -> None:
+    def __init__(self, loader: Any, decoder: DeviceDecoder, prefetch: bool = False) -> None:
         self.loader = loader
         self.decoder = decoder
+        self.prefetch = prefetch
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.prefetch:
+            yield from self._prefetched()
+            return
         for items, targets in self.loader:
             yield self.decoder(items), targets
+
+    def _prefetched(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        device = self.decoder.device
+        side = torch.cuda.Stream(device) if device.type == "cuda" else None
+        batches = iter(self.loader)
+
+        def decode_next() -> tuple[torch.Tensor, torch.Tensor] | None:
+            batch = next(batches, None)
+            if batch is None:
+                return None
+            items, targets = batch
+            with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
+                return self.decoder(items), targets.to(device, non_blocking=True)
+
+        with ThreadPoolExecutor(1, thread_name_prefix="device-decode") as pool:
+            pending = pool.submit(decode_next)
+            while (ready := pending.result()) is not None:
+                pending = pool.submit(decode_next)  # the next batch decodes while this one trains
+                images, targets = ready
+                if side is not None:  # the step's stream waits for the decode; the memory is the step's
+                    current = torch.cuda.current_stream(device)
+                    current.wait_stream(side)
+                    images.record_stream(current)
+                    targets.record_stream(current)
+                yield images, targets
 
     def __len__(self) -> int:
         return len(self.loader)

@@ -422,7 +422,8 @@ def _loader(
         world.device,
         " (nvJPEG)" if world.device.type == "cuda" else ", in the main process",
     )
-    return device_decode.DeviceDecodedLoader(loader, decoder)
+    # On a GPU the next batch decodes in a background thread while the step runs (see DeviceDecodedLoader).
+    return device_decode.DeviceDecodedLoader(loader, decoder, prefetch=world.device.type == "cuda")
 
 
 def _seed_everything(seed: int, deterministic: bool) -> None:

@@ -159,6 +159,30 @@ def test_the_loader_wrapper_is_a_data_loader_to_the_trainer(tmp_path: Path) -> N
     assert all(targets.tolist() == [0] * len(targets) for _, targets in batches)
 
 
+def test_prefetching_yields_the_same_batches_stops_early_and_raises_what_the_decode_raised(tmp_path: Path) -> None:
+    image = photo()
+    files = {f"{i}.jpg": jpeg(photo(200 + i, 150)) for i in range(7)}
+    split = folder(tmp_path, files)
+    transform = imaging.eval_transform(PRE)  # no randomness: both orders of work give the same numbers
+    dataset = device_decode.EncodedImageFolder(split, transform, None)
+
+    def loader(prefetch: bool) -> device_decode.DeviceDecodedLoader:
+        batches = torch.utils.data.DataLoader(dataset, batch_size=2, collate_fn=device_decode.collate)
+        return device_decode.DeviceDecodedLoader(
+            batches, device_decode.DeviceDecoder(transform, torch.device("cpu")), prefetch=prefetch
+        )
+
+    serial, ahead = list(loader(False)), list(loader(True))
+    assert [images.shape[0] for images, _ in ahead] == [2, 2, 2, 1]
+    assert all(torch.equal(a, b) and torch.equal(s, t) for (a, s), (b, t) in zip(serial, ahead, strict=True))
+    for step, _ in enumerate(loader(True)):  # the trainer's --max-steps-per-epoch cut: no hang, no error
+        if step == 1:
+            break
+    (tmp_path / "train" / "001.Thing" / "3.jpg").write_bytes(jpeg(image)[:500])  # cut: the second batch fails
+    with pytest.raises(imaging.ImageInputError, match=r"3\.jpg"):
+        list(loader(True))
+
+
 def test_a_run_decoding_on_the_device_learns_and_says_so(tmp_path: Path) -> None:
     data = make_dataset(tmp_path / "data", {"train": 16, "valid": 8, "test": 8}, size=40)
     summary = train.main(quick_args(data, tmp_path / "out", "--epochs", "4", "--decode", "device"))
