@@ -11,7 +11,8 @@ the test split and writes: the model dir (model.pth, labels.json, config.json, c
 ``model.tar.gz`` beside it; metrics.json, training_curves.png and confusion_matrix.png in the output dir.
 The debugger and profiler watch every run (``--debugger``/``--profiler on|off``; their rules may stop it) and
 write debugger.json, profiler.json, a torch.profiler trace and one report.html there too.
-Metrics print as ``valid_accuracy=0.8710;`` lines for SageMaker metric definitions.
+Metrics print as ``valid_accuracy=0.8710;`` lines for SageMaker metric definitions. Speed levers for a GPU:
+``--num-workers``, ``--amp``, ``--channels-last``, ``--compile on`` and ``--decode device`` (device_decode.py).
 """
 
 from __future__ import annotations
