@@ -13,7 +13,7 @@ What each worker sends per image:
 * anything else (PNG, WebP, CMYK JPEGs, rotated photos, ...) decoded by ``imaging.load_rgb`` as the endpoint
   decodes it, as a uint8 CHW tensor. The device stage transforms both kinds the same way.
 
-A batch nvJPEG refuses is retried image by image; an image it still refuses is decoded by ``imaging.decode_rgb``
+A batch nvJPEG refuses is retried image by image; an image it still refuses is decoded by ``imaging.load_rgb``
 on the CPU, and the run counts those (``DeviceDecoder.fallbacks``). Without CUDA the same path runs on the CPU
 (libjpeg-turbo in the main process), which is how the tests exercise it.
 
@@ -33,6 +33,7 @@ import logging
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -78,22 +79,27 @@ def plain_jpeg(data: bytes, max_pixels: int = imaging.MAX_PIXELS) -> bool:
 
 
 class EncodedImageFolder(imagefolder.ImageFolderDataset):
-    """An ``ImageFolderDataset`` whose items are ``(Encoded, class index)``; ``transform`` runs on the device."""
+    """An ``ImageFolderDataset`` whose items are ``(Encoded, class index)``: workers read, ``device_transform`` runs
+    on the device (``DeviceDecoder``)."""
 
-    def __getitem__(self, index: int) -> tuple[Encoded, int]:
-        path, target = self.samples[index]
+    def __init__(
+        self,
+        split: imagefolder.SplitIndex,
+        transform: Callable[[Any], Any],
+        draft_size: tuple[int, int] | None = None,
+        *,
+        max_pixels: int | None = None,
+    ) -> None:
+        super().__init__(split, None, draft_size, max_pixels=max_pixels)
+        self.device_transform = transform
+
+    def read(self, path: Path) -> Encoded:
         max_pixels = imaging.MAX_PIXELS if self.max_pixels is None else self.max_pixels
-        try:
-            data = path.read_bytes()
-            if plain_jpeg(data, max_pixels):
-                return Encoded(torch.frombuffer(bytearray(data), dtype=torch.uint8), True, str(path)), target
-            image = imaging.decode_rgb(data, draft_size=self.draft_size, max_pixels=max_pixels)
-        except imaging.ImageInputError as exc:
-            raise imaging.ImageInputError(f"{path}: {exc.reason}", exc.status) from None
-        except Exception as exc:
-            exc.add_note(f"while loading {path} ({self.split.split} sample {index})")
-            raise
-        return Encoded(_pixels(image), False, str(path)), target
+        data = path.read_bytes()
+        if plain_jpeg(data, max_pixels):
+            return Encoded(torch.frombuffer(bytearray(data), dtype=torch.uint8), True, str(path))
+        image = imaging.load_rgb(path, draft_size=self.draft_size, max_pixels=max_pixels, data=data)
+        return Encoded(_pixels(image), False, str(path))
 
 
 def collate(batch: Sequence[tuple[Encoded, int]]) -> tuple[list[Encoded], torch.Tensor]:
@@ -192,10 +198,7 @@ class DeviceDecoder:
         if not self._warned:
             log.warning("decode on %s: %s was refused (%s); Pillow decodes such JPEGs", self.device, item.source, exc)
             self._warned = True
-        try:
-            image = imaging.decode_rgb(item.data.numpy().tobytes())
-        except imaging.ImageInputError as error:
-            raise imaging.ImageInputError(f"{item.source}: {error.reason}", error.status) from None
+        image = imaging.load_rgb(item.source, data=item.data.numpy().tobytes())  # its errors name the file
         return _pixels(image).to(self.device)
 
 

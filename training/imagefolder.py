@@ -373,17 +373,21 @@ class ImageFolderDataset(_TorchDataset):
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         path, target = self.samples[index]
-        kwargs: dict[str, Any] = {"draft_size": self.draft_size}
-        if self.max_pixels is not None:
-            kwargs["max_pixels"] = self.max_pixels
         try:
-            image = imaging.load_rgb(path, **kwargs)
+            image = self.read(path)
         except Exception as exc:
             exc.add_note(f"while loading {path} ({self.split.split} sample {index})")
             raise
         if self.transform is not None:
             image = self.transform(image)
         return image, target
+
+    def read(self, path: Path) -> Any:
+        """One sample as the loader worker produces it before ``transform``: the decoded RGB image."""
+        kwargs: dict[str, Any] = {"draft_size": self.draft_size}
+        if self.max_pixels is not None:
+            kwargs["max_pixels"] = self.max_pixels
+        return imaging.load_rgb(path, **kwargs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

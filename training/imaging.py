@@ -141,10 +141,15 @@ def _jpeg_scans(data: bytes | bytearray | memoryview) -> int:
 
 
 def load_rgb(
-    path: str | os.PathLike[str], *, draft_size: tuple[int, int] | None = None, max_pixels: int = MAX_PIXELS
+    path: str | os.PathLike[str],
+    *,
+    draft_size: tuple[int, int] | None = None,
+    max_pixels: int = MAX_PIXELS,
+    data: bytes | None = None,
 ) -> Image.Image:
-    """``decode_rgb`` of a file's bytes; the ``ImageInputError`` reason names the file. OSError if unreadable."""
-    data = Path(path).read_bytes()
+    """``decode_rgb`` of a file's bytes (``data`` when the caller has already read them); the ``ImageInputError``
+    reason names the file. OSError if unreadable."""
+    data = Path(path).read_bytes() if data is None else data
     try:
         return decode_rgb(data, draft_size=draft_size, max_pixels=max_pixels)
     except ImageInputError as exc:

@@ -150,7 +150,7 @@ def test_the_loader_wrapper_is_a_data_loader_to_the_trainer(tmp_path: Path) -> N
         dataset, batch_size=2, num_workers=1, collate_fn=device_decode.collate, generator=torch.Generator()
     )
     wrapped = device_decode.DeviceDecodedLoader(
-        loader, device_decode.DeviceDecoder(dataset.transform, torch.device("cpu"))
+        loader, device_decode.DeviceDecoder(dataset.device_transform, torch.device("cpu"))
     )
     batches = list(wrapped)
     assert len(wrapped) == 3 and wrapped.batch_size == 2 and wrapped.generator is loader.generator
