@@ -73,7 +73,7 @@ def _logging_to_stdout(world: ddp.World) -> Iterator[None]:
     root logger gets one handler and a level, and gets its own back on return, so a caller that trains
     in-process (a notebook, the tests, local tuning) keeps its logging as it was."""
     root = logging.getLogger()
-    handler = _StdoutHandler()
+    handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(
         logging.Formatter(
             f"%(asctime)s [rank {world.rank}] %(message)s" if world.distributed else "%(asctime)s %(message)s"
@@ -87,18 +87,6 @@ def _logging_to_stdout(world: ddp.World) -> Iterator[None]:
     finally:
         root.removeHandler(handler)
         root.setLevel(level)
-
-
-class _StdoutHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stdout`` is when a record is logged, not the stream it was when the run began."""
-
-    @property
-    def stream(self) -> Any:  # type: ignore[override]
-        return sys.stdout
-
-    @stream.setter
-    def stream(self, _value: Any) -> None:  # StreamHandler.__init__ assigns it
-        pass
 
 
 @dataclass
@@ -415,7 +403,7 @@ def _loader(
     )
     if not encoded:
         return loader
-    decoder = device_decode.DeviceDecoder(dataset.transform, world.device)
+    decoder = device_decode.DeviceDecoder(dataset.device_transform, world.device)
     log.info(
         "decode: %s split JPEGs decoded by %s and transformed on %s%s; test and decision metrics use Pillow",
         dataset.split.split,
